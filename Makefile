@@ -1,0 +1,36 @@
+# Developer entry points. Everything runs from a project-local virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: dev lint test test-ceph bench demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+dev: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,signing,gcs,azure]'
+
+lint: dev
+	$(BIN)/ruff check tfaudit_ci tests bench scripts entrypoint.py
+	$(BIN)/ruff format --check tfaudit_ci tests bench scripts entrypoint.py
+	$(BIN)/mypy
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/lint.sh
+
+test: dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-ceph: dev
+	bash scripts/install-ceph.sh
+	$(BIN)/pytest --s3-server both $(PYTEST_ARGS)
+
+bench: dev
+	$(BIN)/python bench/run_all.py
+
+demo: dev
+	$(BIN)/python scripts/demo.py
+
+clean:
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,122 @@
+"""Throughput of the streaming redactor on TF_LOG=trace-like text.
+
+    .venv/bin/python bench/bench_redact.py [--mb 200] [--secrets 0,10,100] [--tee]
+
+Prints MB/s for 0, 10 and 100 env secrets (64 KiB reads, as from a pipe), and with ``--tee``
+the throughput of ``tee`` copying the same bytes from a pipe to a file, for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tfaudit_ci.redact import StreamRedactor, build_rules
+
+WORDS = (
+    b"provider aws_s3_bucket ReadResource tf_req_id schema planned value attribute computed "
+    b"null_resource diagnostics GetProviderSchema terraform hashicorp region us-east-1 bucket "
+    b"tags arn:aws:s3:::example-bucket true false @module=sdk.proto tf_rpc=PlanResourceChange "
+    b'"timeouts":null "force_destroy":false http.response.body="<ListBucketResult>"'
+).split()
+
+
+def trace_text(size: int, seed: int = 1) -> bytes:
+    """Synthetic trace log: timestamps, levels, provider names, key=value noise, uuids."""
+    rnd = random.Random(seed)
+    lines: list[bytes] = []
+    total = 0
+    while total < size:
+        stamp = b"2024-05-01T12:%02d:%02d.%03dZ" % (
+            rnd.randrange(60),
+            rnd.randrange(60),
+            rnd.randrange(1000),
+        )
+        level = rnd.choice((b"[TRACE]", b"[DEBUG]", b"[INFO]"))
+        body = b" ".join(
+            rnd.choice(WORDS) + b"=" + rnd.choice(WORDS) for _ in range(rnd.randrange(3, 12))
+        )
+        line = b"%s %s provider.terraform-provider-aws_v5.31.0_x5: %s tf_req_id=%032x\n" % (
+            stamp,
+            level,
+            body,
+            rnd.getrandbits(128),
+        )
+        lines.append(line)
+        total += len(line)
+    return b"".join(lines)
+
+
+def secret_env(count: int, seed: int = 7) -> dict[str, str]:
+    rnd = random.Random(seed)
+    alphabet = string.ascii_letters + string.digits + "+/-_"
+    return {
+        f"BENCH_{index}_TOKEN": "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(16, 48)))
+        for index in range(count)
+    }
+
+
+def measure(data: bytes, repeats: int, secrets: int, read_size: int) -> tuple[float, int]:
+    ruleset = build_rules(secret_env(secrets))
+    redactor = StreamRedactor(ruleset)
+    view = memoryview(data)
+    written = 0
+    started = time.perf_counter()
+    for _ in range(repeats):
+        for offset in range(0, len(data), read_size):
+            written += len(redactor.feed(bytes(view[offset : offset + read_size])))
+    written += len(redactor.flush())
+    elapsed = time.perf_counter() - started
+    assert written == len(data) * repeats, "trace text must not be redacted"
+    return len(data) * repeats / elapsed / 1e6, len(ruleset.rules)
+
+
+def measure_tee(data: bytes, repeats: int, read_size: int) -> float:
+    tee = shutil.which("tee")
+    if tee is None:
+        return float("nan")
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, "out")
+        started = time.perf_counter()
+        proc = subprocess.Popen([tee, target], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert proc.stdin is not None
+        view = memoryview(data)
+        for _ in range(repeats):
+            for offset in range(0, len(data), read_size):
+                proc.stdin.write(view[offset : offset + read_size])
+        proc.stdin.close()
+        proc.wait()
+        elapsed = time.perf_counter() - started
+    return len(data) * repeats / elapsed / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mb", type=int, default=200, help="total megabytes per measurement")
+    parser.add_argument("--secrets", default="0,10,100", help="comma-separated secret counts")
+    parser.add_argument("--read-size", type=int, default=64 * 1024)
+    parser.add_argument("--tee", action="store_true", help="also measure tee for comparison")
+    args = parser.parse_args()
+    block = trace_text(20 * 1000 * 1000)
+    repeats = max(1, round(args.mb * 1000 * 1000 / len(block)))
+    print(f"{len(block) * repeats / 1e6:.0f} MB of trace-like text, {args.read_size} B reads")
+    for count in (int(item) for item in args.secrets.split(",")):
+        rate, rules = measure(block, repeats, count, args.read_size)
+        print(f"  {count:4d} env secrets ({rules:3d} rules): {rate:7.0f} MB/s")
+    if args.tee:
+        rate = measure_tee(block, repeats, args.read_size)
+        print(f"  tee (pipe -> file):             {rate:7.0f} MB/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Shared fixtures: real S3 servers (moto, Ceph RGW) and an isolated, offline terraform.
+
+Choose the S3 servers with ``--s3-server moto|ceph|both`` (or ``TFAUDIT_TEST_S3_SERVER``);
+the default is moto. Tests that use ``s3_server`` (directly or through ``lock_bucket``) run
+once per selected server. If Ceph cannot start, its tests are skipped and the terminal
+summary says so loudly; with ``TFAUDIT_REQUIRE_CEPH=1`` they fail instead.
+Restrict the terraform versions with ``TFAUDIT_TEST_TERRAFORM=1.0.3`` (comma-separated).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Test helpers are imported as ``tests.<module>`` everywhere (pyproject sets pythonpath).
+from tests.servers import (
+    S3Server,
+    ServerUnavailable,
+    make_lock_bucket,
+    start_ceph,
+    start_moto,
+    unique_bucket,
+)
+from tests.tfhelpers import (
+    isolated_env,
+    terraform_binaries,
+    tf_init,
+    write_null_config,
+)
+
+SERVER_KINDS = ("moto", "ceph")
+_SERVERS_KEY = pytest.StashKey["_ServerPool"]()
+
+
+class _ServerPool:
+    """Session servers, started on first use; a failed start is remembered, not retried."""
+
+    def __init__(self, basetemp: pytest.TempPathFactory) -> None:
+        self._basetemp = basetemp
+        self._servers: dict[str, S3Server] = {}
+        self.unavailable: dict[str, str] = {}
+
+    def get(self, kind: str) -> S3Server:
+        if kind in self.unavailable:
+            raise ServerUnavailable(self.unavailable[kind])
+        if kind not in self._servers:
+            workdir = self._basetemp.mktemp(f"s3-{kind}")
+            try:
+                self._servers[kind] = start_moto(workdir) if kind == "moto" else start_ceph(workdir)
+            except ServerUnavailable as exc:
+                self.unavailable[kind] = str(exc)
+                raise
+        return self._servers[kind]
+
+    def stop_all(self) -> None:
+        for server in self._servers.values():
+            server.stop()
+        self._servers.clear()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--s3-server",
+        choices=("moto", "ceph", "both"),
+        default=os.environ.get("TFAUDIT_TEST_S3_SERVER", "moto"),
+        help="S3 server(s) for the S3 tests (default: moto, or $TFAUDIT_TEST_S3_SERVER)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "ceph: needs a real Ceph RGW (runs only on ceph)")
+    config.addinivalue_line("markers", "moto: documents moto-only behaviour (runs only on moto)")
+    config.addinivalue_line("markers", "slow: long-running")
+
+
+def selected_server_kinds(config: pytest.Config) -> list[str]:
+    choice = str(config.getoption("--s3-server"))
+    return list(SERVER_KINDS) if choice == "both" else [choice]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "s3_server" not in metafunc.fixturenames:
+        return
+    selected = selected_server_kinds(metafunc.config)
+    params: list[object] = []
+    for kind in SERVER_KINDS:
+        only = [k for k in SERVER_KINDS if metafunc.definition.get_closest_marker(k)]
+        if only and kind not in only:
+            continue
+        if kind in selected:
+            params.append(kind)
+        elif only:
+            # Visible as a skip (never silently absent) when the server is not selected.
+            reason = f"{kind}-only test; run with --s3-server {kind} or both"
+            params.append(pytest.param(kind, marks=pytest.mark.skip(reason=reason)))
+    metafunc.parametrize("s3_server", params, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def _server_pool(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_ServerPool]:
+    pool = _ServerPool(tmp_path_factory)
+    # The terminal summary reads it to report servers that could not start.
+    request.config.stash[_SERVERS_KEY] = pool
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def s3_server(request: pytest.FixtureRequest, _server_pool: _ServerPool) -> S3Server:
+    """A running S3 server of the parametrized kind, shared by the whole session."""
+    kind = str(request.param)
+    try:
+        return _server_pool.get(kind)
+    except ServerUnavailable as exc:
+        # Only Ceph (an optional system package) may be skipped; moto is a dev dependency.
+        if kind != "ceph":
+            pytest.fail(f"{kind} S3 server did not start: {exc}")
+        if _ceph_required():
+            pytest.fail(f"TFAUDIT_REQUIRE_CEPH=1 but Ceph RGW is unavailable: {exc}")
+        pytest.skip(f"{kind} S3 server unavailable: {exc}")
+
+
+def _ceph_required() -> bool:
+    return os.environ.get("TFAUDIT_REQUIRE_CEPH") == "1"
+
+
+@pytest.fixture
+def moto_server(tmp_path: Path) -> Iterator[S3Server]:
+    """A fresh moto server for this test alone (free to stop or restart it)."""
+    server = start_moto(tmp_path / "moto")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lock_bucket(s3_server: S3Server) -> str:
+    """A fresh bucket on ``s3_server``: versioning, Object Lock, COMPLIANCE 365 days."""
+    name = unique_bucket()
+    make_lock_bucket(s3_server.client(), name)
+    return name
+
+
+def _selected_terraforms() -> list[tuple[str, Path]]:
+    binaries = terraform_binaries()
+    wanted = os.environ.get("TFAUDIT_TEST_TERRAFORM", "").strip()
+    if not wanted:
+        return binaries
+    versions = {v.strip() for v in wanted.split(",")}
+    return [(version, path) for version, path in binaries if version in versions]
+
+
+_TERRAFORMS = _selected_terraforms()
+
+
+@pytest.fixture(params=[path for _, path in _TERRAFORMS], ids=[f"tf{v}" for v, _ in _TERRAFORMS])
+def terraform_bin(request: pytest.FixtureRequest) -> Path:
+    """A real terraform binary: 1.0.3 and, if newer, the one on PATH."""
+    path: Path = request.param
+    return path
+
+
+@pytest.fixture
+def tf_env(tmp_path: Path) -> dict[str, str]:
+    """An isolated, offline environment for terraform; add ``s3_server.env()`` as needed."""
+    return isolated_env(tmp_path / "tfenv")
+
+
+@pytest.fixture
+def tf_workdir(tmp_path: Path, terraform_bin: Path, tf_env: dict[str, str]) -> Path:
+    """A directory with one null_resource, already ``terraform init``-ed."""
+    workdir = tmp_path / "work"
+    write_null_config(workdir)
+    tf_init(terraform_bin, workdir, tf_env)
+    return workdir
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    config = terminalreporter.config
+    selected = selected_server_kinds(config)
+    pool = config.stash.get(_SERVERS_KEY, None)
+    unavailable = pool.unavailable if pool is not None else {}
+    if unavailable:
+        outcome = "FAILED" if _ceph_required() else "SKIPPED"
+        terminalreporter.section(f"S3 SERVERS UNAVAILABLE: TESTS {outcome}", sep="!", red=True)
+        for kind, reason in unavailable.items():
+            terminalreporter.write_line(f"{kind.upper()} DID NOT RUN: {reason}", red=True)
+        terminalreporter.write_line(
+            f"Those tests were {outcome}, not passed. Install Ceph with scripts/install-ceph.sh"
+            + ("." if _ceph_required() else "; TFAUDIT_REQUIRE_CEPH=1 makes this a failure."),
+            red=True,
+            bold=True,
+        )
+    elif pool is not None and "ceph" not in selected:
+        terminalreporter.write_line(
+            f"S3 tests ran on: {', '.join(selected)} (not on Ceph; use --s3-server both)"
+        )

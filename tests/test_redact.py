@@ -1,0 +1,336 @@
+"""Example-based tests of the redaction engine: names, shapes, encodings, streaming, memory."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
+
+import pytest
+
+from tfaudit_ci.errors import ConfigError
+from tfaudit_ci.redact import (
+    CUSTOM_MAX_MATCH,
+    MIN_SECRET_LENGTH,
+    RuleSet,
+    StreamRedactor,
+    build_rules,
+    is_secret_env_name,
+    marker,
+    redact_bytes,
+    redact_text,
+    secret_forms,
+)
+
+SECRET = "Zx9!q@w#e$r%t^y&u*i(o)p p+l=k/j?h"  # needs every kind of encoding
+TRACE_LINE = (
+    b"2024-05-01T12:08:36.867Z [TRACE] provider.terraform-provider-aws_v5.31.0_x5: "
+    b"Received request: tf_req_id=b2221a58-7204-442e-b8b6-3a90cd447e35 "
+    b"tf_resource_type=aws_s3_bucket tf_rpc=ReadResource @module=sdk.proto "
+    b'arn="arn:aws:s3:::example-bucket" keyname=state/terraform.tfstate\n'
+)
+
+
+def rules(**env: str) -> RuleSet:
+    return build_rules(env)
+
+
+def redacted(data: bytes, ruleset: RuleSet) -> bytes:
+    return redact_bytes(data, ruleset)[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GITHUB_TOKEN",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "ARM_CLIENT_SECRET",
+        "ARM_ACCESS_KEY",
+        "GOOGLE_CREDENTIALS",
+        "DATADOG_API_KEY",
+        "TLS_PRIVATE_KEY",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "ACTIONS_RUNTIME_TOKEN",
+        "CI_JOB_TOKEN",
+        "CI_JOB_JWT",
+        "CI_JOB_JWT_V2",
+        "VAULT_TOKEN",
+        "TF_VAR_db_password",
+        "TF_VAR_api_key",
+        "TF_VAR_SECRET_thing",
+        "TF_TOKEN_app_terraform_io",
+        "DB_PASSWORD",
+        "SMTP_PASSWD",
+        "my_secret",
+        "TFAUDIT_SIGNING_KEY",
+    ],
+)
+def test_secret_env_names(name: str) -> None:
+    assert is_secret_env_name(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_REGION",
+        "HOME",
+        "PATH",
+        "GITHUB_REPOSITORY",
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "GOOGLE_APPLICATION_CREDENTIALS",
+        "TF_VAR_region",
+        "TF_VAR_instance_type",
+        "CACHE_KEY",
+        "TF_BACKEND_KEY",
+        "ARM_CLIENT_ID",
+    ],
+)
+def test_public_env_names(name: str) -> None:
+    assert not is_secret_env_name(name)
+
+
+def test_env_secret_and_its_encodings_are_redacted() -> None:
+    ruleset = rules(DB_PASSWORD=SECRET)
+    raw = SECRET.encode()
+    encodings = [
+        raw,
+        base64.b64encode(raw),
+        base64.b64encode(raw).rstrip(b"="),
+        base64.urlsafe_b64encode(raw),
+        quote(SECRET, safe="").encode(),
+        re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(SECRET, safe="")).encode(),
+        quote_plus(SECRET).encode(),
+        json.dumps(SECRET)[1:-1].encode(),
+    ]
+    for encoded in encodings:
+        out, counts = redact_bytes(b"before " + encoded + b" after", ruleset)
+        assert out == b"before [REDACTED:env:DB_PASSWORD] after", encoded
+        assert counts == {"env:DB_PASSWORD": 1}
+
+
+@pytest.mark.parametrize("prefix", [b"", b"x", b"xy", b'{"password": "'])
+def test_base64_of_secret_embedded_at_any_alignment(prefix: bytes) -> None:
+    ruleset = rules(DB_PASSWORD=SECRET)
+    encoded = base64.b64encode(prefix + SECRET.encode() + b'", "more": 1}')
+    out, counts = redact_bytes(b"user_data=" + encoded, ruleset)
+    assert counts["env:DB_PASSWORD"] == 1
+    assert not any(form in out for form in secret_forms(SECRET))
+
+
+def test_short_and_public_values_are_not_registered() -> None:
+    ruleset = build_rules(
+        {"DB_PASSWORD": "x" * (MIN_SECRET_LENGTH - 1), "AWS_REGION": "us-east-1-long"}
+    )
+    assert ruleset.masked_values() == []
+    assert redacted(b"us-east-1-long xxxxxxx", ruleset) == b"us-east-1-long xxxxxxx"
+
+
+def test_extra_env_names_and_masked_values() -> None:
+    ruleset = build_rules(
+        {"DEPLOY_PHRASE": "correct horse battery", "VAULT_TOKEN": "hvs.abcdefghijkl"},
+        extra_env_names=["DEPLOY_PHRASE"],
+    )
+    assert ruleset.masked_values() == ["correct horse battery", "hvs.abcdefghijkl"]
+    out = redacted(b"say correct horse battery to hvs.abcdefghijkl", ruleset)
+    assert out == b"say [REDACTED:env:DEPLOY_PHRASE] to [REDACTED:env:VAULT_TOKEN]"
+
+
+def test_longest_secret_wins_when_one_contains_another() -> None:
+    ruleset = rules(A_TOKEN="abcdefgh", B_TOKEN="abcdefgh12345678")
+    assert redacted(b"=abcdefgh12345678=abcdefgh=", ruleset) == (
+        b"=[REDACTED:env:B_TOKEN]=[REDACTED:env:A_TOKEN]="
+    )
+
+
+JWT = (
+    "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJyZXBvOm9yZy9yZXBvOnJlZjpyZWZzL2hlYWRzL21haW4ifQ."
+    "c2lnbmF0dXJlLWJ5dGVzLWdvLWhlcmU"
+)
+PEM = (
+    "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nMIIEowIBAAKCAQEAx+/abc=\n"
+    "-----END RSA PRIVATE KEY-----"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("id AKIAIOSFODNN7EXAMPLE.", "id [REDACTED:aws-access-key-id]."),
+        ("sts ASIAY34FZKBOKMUTVV7A,", "sts [REDACTED:aws-access-key-id],"),
+        (
+            "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+            "aws_secret_access_key = [REDACTED:aws-secret-access-key]\n",
+        ),
+        (
+            '{"SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}',
+            '{"SecretAccessKey": "[REDACTED:aws-secret-access-key]"}',
+        ),
+        ("t=ghp_" + "a1B2" * 9 + " ", "t=[REDACTED:github-token] "),
+        ("github_pat_11ABCDEFG0123456789_abcdefghijXYZ ok", "[REDACTED:github-token] ok"),
+        ("glpat-abcdefghij0123456789 ok", "[REDACTED:gitlab-token] ok"),
+        ("hook xoxb-1234567890-abcdefABCDEF ok", "hook [REDACTED:slack-token] ok"),
+        (f"token: {JWT} ok", "token: [REDACTED:jwt] ok"),
+        (f"key={PEM}\nnext line", "key=[REDACTED:private-key]\nnext line"),
+        (json.dumps({"k": PEM}), '{"k": "[REDACTED:private-key]"}'),
+        (
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=" + "Ab1+" * 22 + "==;x",
+            "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=[REDACTED:azure-account-key];x",
+        ),
+        (
+            "Authorization: Bearer opaque.token-value_123\r\n",
+            "Authorization: Bearer [REDACTED:authorization-header]\r\n",
+        ),
+        (
+            "map[Authorization:[Basic dXNlcjpwYXNzd29yZA==]]",
+            "map[Authorization:[Basic [REDACTED:authorization-header]]]",
+        ),
+    ],
+)
+def test_builtin_shapes(text: str, expected: str) -> None:
+    assert redact_text(text, rules())[0] == expected
+
+
+def test_pem_without_end_is_redacted_to_a_bounded_length() -> None:
+    body = b"MIIEowIBAAKCAQEA\n" * 2000  # 34 KB of key-like text and no END line
+    out = redacted(b"-----BEGIN PRIVATE KEY-----\n" + body + b"!tail", rules())
+    assert out.startswith(b"[REDACTED:private-key]")
+    assert out.endswith(b"!tail")
+    assert len(out) < len(body)  # the key's start is gone
+    assert len(out) > len(body) - 9000  # but the redaction stops after a bounded length
+
+
+def test_plain_terraform_output_is_untouched() -> None:
+    ruleset = rules(TF_VAR_db_password="hunter2hunter2")
+    text = TRACE_LINE * 50 + b"Plan: 1 to add, 0 to change, 0 to destroy.\n"
+    out, counts = redact_bytes(text, ruleset)
+    assert out == text
+    assert not counts
+
+
+def test_non_utf8_and_nul_bytes_pass_through_exactly() -> None:
+    noise = bytes(range(256)) * 40 + b"\xff\xfe\x00\xc3(\xed\xa0\x80"
+    ruleset = rules(GITHUB_TOKEN="s3cr3t-value-123")
+    out = redacted(noise + b"s3cr3t-value-123" + noise, ruleset)
+    assert out == noise + b"[REDACTED:env:GITHUB_TOKEN]" + noise
+
+
+def test_custom_patterns_with_and_without_secret_group() -> None:
+    ruleset = build_rules(
+        {}, extra_patterns=[r"password=(?P<secret>[^ \n]+)", r"corp-[0-9]{6}", r"(?i)session:\S+"]
+    )
+    out, counts = redact_bytes(b"password=hunter2 id corp-123456 SESSION:abc def", ruleset)
+    assert out == b"password=[REDACTED:custom:1] id [REDACTED:custom:2] [REDACTED:custom:3] def"
+    assert counts == {"custom:1": 1, "custom:2": 1, "custom:3": 1}
+
+
+def test_unbounded_custom_match_is_cut_at_the_cap() -> None:
+    ruleset = build_rules({}, extra_patterns=[r"blob:[a-z]+"])
+    long_run = b"blob:" + b"a" * (CUSTOM_MAX_MATCH * 2)
+    out = redacted(long_run, ruleset)
+    assert out == b"[REDACTED:custom:1]" + b"a" * (CUSTOM_MAX_MATCH + 5)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [("foo(", "does not compile"), ("(?<=x)y", "does not compile"), ("a*", "empty string")],
+)
+def test_bad_custom_pattern_is_a_config_error_naming_it(pattern: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        build_rules({}, extra_patterns=["ok-[0-9]+", pattern])
+    message = caught.value.diagnostics()
+    assert repr(pattern) in message and reason in message
+    assert caught.value.exit_code == 20
+
+
+def test_marker_never_contains_the_value() -> None:
+    ruleset = rules(GITHUB_TOKEN="marker-test-secret")
+    out = redacted(b"x marker-test-secret y", ruleset)
+    assert b"marker-test-secret" not in out
+    assert marker("env:GITHUB_TOKEN") in out
+
+
+def test_redact_text_keeps_unicode_and_counts() -> None:
+    ruleset = rules(VAULT_TOKEN="s.Ünïcødé-tøkén")
+    out, counts = redact_text("argv: -var=pw=s.Ünïcødé-tøkén — ✓", ruleset)
+    assert out == "argv: -var=pw=[REDACTED:env:VAULT_TOKEN] — ✓"
+    assert counts == {"env:VAULT_TOKEN": 1}
+
+
+def test_secret_split_across_every_boundary() -> None:
+    ruleset = rules(GITHUB_TOKEN="split-me-secret-1234")
+    data = TRACE_LINE + b"token=split-me-secret-1234;" + TRACE_LINE
+    expected, counts = redact_bytes(data, ruleset)
+    for cut in range(len(data) + 1):
+        redactor = StreamRedactor(ruleset, scan_block=1)
+        out = redactor.feed(data[:cut]) + redactor.feed(data[cut:]) + redactor.flush()
+        assert out == expected
+        assert redactor.counts == counts
+
+
+def test_stream_emits_before_the_end() -> None:
+    """Output is released while streaming, not only at flush (the spool grows live)."""
+    ruleset = rules()
+    redactor = StreamRedactor(ruleset)
+    released = sum(len(redactor.feed(TRACE_LINE * 100)) for _ in range(200))
+    assert released > 0
+    assert released + len(redactor.flush()) == len(TRACE_LINE) * 100 * 200
+
+
+def _one_long_line(total: int, piece: int) -> Iterator[bytes]:
+    chunk = (b"abcdefghijklmnopqrstuvwxyz0123456789\x00\xff" * (piece // 38 + 1))[:piece]
+    for _ in range(total // piece):
+        yield chunk
+
+
+def test_single_100mb_line_streams_with_bounded_carry() -> None:
+    """A 100 MB line without newline never makes the redactor hold more than its bound."""
+    secret = "needle-secret-value"
+    ruleset = rules(GITHUB_TOKEN=secret)
+    redactor = StreamRedactor(ruleset)
+    piece = 1 << 20
+    bound = max(4 * ruleset.max_match, 256 * 1024) + ruleset.max_match + 2 * piece
+    written = peak = 0
+    for index, chunk in enumerate(_one_long_line(100 * piece, piece)):
+        if index == 50:  # a secret straddling two chunks, in the middle of the line
+            chunk = chunk[:-5] + secret.encode()[:5]
+        if index == 51:
+            chunk = secret.encode()[5:] + chunk[len(secret) - 5 :]
+        written += len(redactor.feed(chunk))
+        peak = max(peak, redactor.buffered_bytes)
+    written += len(redactor.flush())
+    assert peak <= bound
+    assert redactor.counts == {"env:GITHUB_TOKEN": 1}
+    assert written == 100 * piece - len(secret) + len(marker("env:GITHUB_TOKEN"))
+
+
+def test_declared_max_len_bounds_every_builtin_rule() -> None:
+    """The carry is only correct if no rule can match more than its declared max_len."""
+    parser = pytest.importorskip("re._parser")
+    for rule in rules().rules:
+        low, high = parser.parse(rule.pattern.pattern.decode("latin-1")).getwidth()
+        assert 0 < low <= high <= rule.max_len, rule.name
+
+
+def test_rules_are_shared_safely_between_redactors() -> None:
+    ruleset = rules(GITHUB_TOKEN="shared-secret-xyz")
+    first, second = StreamRedactor(ruleset, scan_block=1), StreamRedactor(ruleset, scan_block=1)
+    out1 = (
+        first.feed(b"a shared-sec") + second.feed(b"b shared-secret-xyz") + first.feed(b"ret-xyz")
+    )
+    out1 += first.flush()
+    out2 = second.flush()
+    assert first.counts == second.counts == {"env:GITHUB_TOKEN": 1}
+    assert b"shared-secret-xyz" not in out1 + out2
+
+
+def test_environment_of_this_process_builds() -> None:
+    """The real environment (whatever it holds) must build a usable rule set."""
+    ruleset = build_rules(os.environ)
+    assert re.search(rb"\[REDACTED:", redacted(b"AKIAIOSFODNN7EXAMPLE", ruleset))

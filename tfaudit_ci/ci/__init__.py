@@ -1,0 +1,56 @@
+"""CI metadata: detect the CI from its environment and describe the run.
+
+Adapters read only the environment mapping they are given (never ``os.environ``) and
+copy only ids and names, never a credential.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from tfaudit_ci.ci import generic, github, gitlab
+from tfaudit_ci.ci.info import CiInfo
+
+__all__ = ["CiInfo", "default_stream", "detect"]
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+FALLBACK_STREAM = "default"
+
+
+def detect(env: Mapping[str, str], *, cwd: Path) -> CiInfo:
+    """GitHub if GITHUB_ACTIONS=="true", GitLab if GITLAB_CI=="true", else generic."""
+    if env.get("GITHUB_ACTIONS") == "true":
+        return github.collect(env)
+    if env.get("GITLAB_CI") == "true":
+        return gitlab.collect(env)
+    return generic.collect(env, cwd=cwd)
+
+
+def default_stream(info: CiInfo, cwd: Path, *, env: Mapping[str, str] | None = None) -> str:
+    """The stream a run goes to when none is configured.
+
+    The repository slug, else the origin remote's repository, else the directory name.
+    The result is a safe object-key fragment: ``[A-Za-z0-9._-]`` segments joined by "/",
+    with no empty, "." or ".." segment (a stream must never escape its prefix).
+    """
+    candidates = [info.repository]
+    if not info.repository:
+        remote = generic.git(["remote", "get-url", "origin"], cwd=cwd, env=env)
+        candidates.append(generic.parse_remote_url(remote)[1] if remote else None)
+    candidates.append(cwd.resolve().name)
+    for candidate in candidates:
+        stream = sanitize_stream(candidate or "")
+        if stream:
+            return stream
+    return FALLBACK_STREAM
+
+
+def sanitize_stream(raw: str) -> str:
+    segments = []
+    for segment in re.split(r"[/\\]+", raw):
+        cleaned = _UNSAFE_CHARS.sub("-", segment).strip("-")
+        if cleaned.strip("."):
+            segments.append(cleaned)
+    return "/".join(segments)

@@ -1,0 +1,364 @@
+"""``tfaudit run -- COMMAND``: preflight, run, capture, ship, confirm, report."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, TextIO
+
+from tfaudit_ci import errors
+from tfaudit_ci.capture import PlanCapture, capture_plan, sha256_file, tool_version, workspace
+from tfaudit_ci.ci import CiInfo, default_stream, detect, sanitize_stream
+from tfaudit_ci.config import Config
+from tfaudit_ci.errors import ConfigError, PreflightError, TfauditError
+from tfaudit_ci.record import iso, run_folder_name, utc_now
+from tfaudit_ci.redact import RuleSet, build_rules, redact_text
+from tfaudit_ci.result import PlanCounts, RunResult
+from tfaudit_ci.runner import Outcome, run_streaming
+from tfaudit_ci.ship import Artifact, ship_record
+from tfaudit_ci.signals import deferred_signals
+from tfaudit_ci.signing import Signer, make_signer
+from tfaudit_ci.spool import (
+    LOG_FILE,
+    PLAN_FILE,
+    RECEIPT_FILE,
+    STATE_FILE,
+    HashingWriter,
+    file_digests,
+    make_spool_dir,
+    write_json,
+)
+from tfaudit_ci.stores import open_store
+from tfaudit_ci.stores.base import PreflightReport, Store
+from tfaudit_ci.tfargs import TfInvocation, parse_invocation
+
+
+@dataclass
+class Console:
+    stdout: BinaryIO
+    stderr: BinaryIO
+    messages: TextIO  # tfaudit's own lines (stderr)
+
+
+def default_work_dir(env: Mapping[str, str], cwd: Path) -> Path:
+    if env.get("RUNNER_TEMP"):
+        return Path(env["RUNNER_TEMP"]) / "tfaudit"
+    return cwd / ".tfaudit"
+
+
+def checked_stream(stream: str) -> str:
+    if sanitize_stream(stream) != stream:
+        raise ConfigError(
+            f"stream name {stream!r} is not a safe key",
+            fix="use letters, digits, '.', '_', '-' in segments joined by '/'",
+        )
+    return stream
+
+
+def split_redact(entries: Sequence[str]) -> tuple[list[str], list[str]]:
+    patterns = [e for e in entries if not e.startswith("env:")]
+    names = [e.removeprefix("env:") for e in entries if e.startswith("env:")]
+    return patterns, names
+
+
+def preflight(store: Store, config: Config, console: Console) -> PreflightReport:
+    report = store.preflight(config.policy)
+    if report.ok:
+        return report
+    problems = "; ".join(report.problems())
+    if config.on_unlocked == "warn":
+        console.messages.write(
+            f"tfaudit: warning: {store.uri} is not WORM as policy requires: "
+            f"{problems} (continuing: --on-unlocked warn)\n"
+        )
+        return report
+    raise PreflightError(
+        f"{store.uri} is not locked as policy requires: {problems}",
+        fix="fix the bucket's Object Lock settings (see README), or pass --on-unlocked warn "
+        "to accept an unlocked store",
+    )
+
+
+def status_of(outcome: Outcome, inv: TfInvocation) -> str:
+    if outcome.signal_received is not None:
+        return "cancelled"
+    if outcome.crashed:
+        return "crashed"
+    if outcome.exit_code == 0 or (
+        outcome.exit_code == 2 and inv.detailed_exitcode and inv.subcommand == "plan"
+    ):
+        return "succeeded"
+    return "failed"
+
+
+def _capture(
+    inv: TfInvocation, outcome: Outcome, env: Mapping[str, str], cwd: Path, rules: RuleSet
+) -> PlanCapture | None:
+    if inv.subcommand == "plan" and inv.plan_out and outcome.exit_code in (0, 2):
+        return capture_plan(inv, inv.plan_out, env, cwd, rules)
+    if inv.subcommand == "apply" and inv.apply_plan_file:
+        return capture_plan(inv, inv.apply_plan_file, env, cwd, rules)
+    if inv.plan_out:
+        return PlanCapture(
+            inv.plan_out,
+            sha256_file(Path(inv.plan_out)),
+            None,
+            None,
+            error="the command failed; no plan to capture",
+        )
+    return None
+
+
+def execute(
+    command: Sequence[str],
+    config: Config,
+    env: Mapping[str, str],
+    cwd: Path,
+    console: Console,
+) -> RunResult:
+    store_url = config.require_store()
+    store = open_store(store_url, config.store_options())
+    report = preflight(store, config, console)
+    # Some modes (Azure container policy) cannot show a per-object lock from the data plane.
+    check_lock = report.worm and report.ok and getattr(store, "lock_readback_supported", True)
+
+    ci: CiInfo = detect(env, cwd=cwd)
+    stream = checked_stream(config.stream) if config.stream else default_stream(ci, cwd, env=env)
+    patterns, names = split_redact(config.redact)
+    rules = build_rules(env, extra_patterns=patterns, extra_env_names=names)
+    inv = parse_invocation(command, cwd=cwd, env=env)
+    signer = make_signer(config.signing_key, env)
+
+    if env.get("GITHUB_ACTIONS") == "true":
+        from tfaudit_ci.report.github import emit_masks
+
+        emit_masks(rules.masked_values(), sys.stdout)
+        sys.stdout.flush()
+
+    started = utc_now()
+    run_folder = run_folder_name(started, ci.run_id, ci.attempt)
+    work_dir = Path(config.work_dir) if config.work_dir else default_work_dir(env, cwd)
+    spool_dir = make_spool_dir(work_dir, run_folder)
+    redacted_argv = [redact_text(arg, rules)[0] for arg in command]
+    base: dict[str, Any] = {
+        "store": store.uri,
+        "stream": stream,
+        "run_folder": run_folder,
+        "command": redacted_argv,
+        "cwd": str(cwd),
+        "ci": ci.to_dict(),
+        "started_at": iso(started),
+        "status": "running",
+    }
+    write_json(spool_dir / STATE_FILE, base)
+    result = RunResult(
+        exit_code=errors.EXIT_USAGE,
+        command_exit_code=None,
+        status="not-run",
+        audit_ok=False,
+        store=store.uri,
+        stream=stream,
+        spool_dir=str(spool_dir),
+        log_path=str(spool_dir / LOG_FILE),
+        masked_values=rules.masked_values(),
+    )
+
+    ctx = RunContext(
+        command=list(command),
+        config=config,
+        env=env,
+        cwd=cwd,
+        console=console,
+        store=store,
+        check_lock=check_lock,
+        ci=ci,
+        stream=stream,
+        rules=rules,
+        inv=inv,
+        signer=signer,
+        run_folder=run_folder,
+        work_dir=work_dir,
+        spool_dir=spool_dir,
+        redacted_argv=redacted_argv,
+        state=base,
+    )
+    try:
+        return _run_and_ship(ctx, result)
+    except TfauditError as exc:
+        return audit_failure(result, exc)
+    except Exception as exc:  # a bug or an unexpected SDK error must still fail the audit
+        failure = errors.UploadError(
+            f"unexpected error while auditing: {type(exc).__name__}: {exc}",
+            fix="re-run with -v and report it; the spool is kept",
+        )
+        failure.__cause__ = exc
+        return audit_failure(result, failure)
+
+
+@dataclass
+class RunContext:
+    command: list[str]
+    config: Config
+    env: Mapping[str, str]
+    cwd: Path
+    console: Console
+    store: Store
+    check_lock: bool
+    ci: CiInfo
+    stream: str
+    rules: RuleSet
+    inv: TfInvocation
+    signer: Signer
+    run_folder: str
+    work_dir: Path
+    spool_dir: Path
+    redacted_argv: list[str]
+    state: dict[str, Any]
+
+
+def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
+    writer = HashingWriter(ctx.spool_dir / LOG_FILE)
+    try:
+        outcome = run_streaming(
+            ctx.command,
+            cwd=ctx.cwd,
+            env=ctx.env,
+            spool=writer,
+            ruleset=ctx.rules,
+            stdout=ctx.console.stdout,
+            stderr=ctx.console.stderr,
+        )
+    finally:
+        log_digests = writer.close()
+    status = status_of(outcome, ctx.inv)
+    result.command_exit_code = outcome.exit_code
+    result.status = status
+    ctx.state.update(
+        status=status, exit_code=outcome.exit_code, finished_at=iso(outcome.finished_at)
+    )
+    write_json(ctx.spool_dir / STATE_FILE, ctx.state)
+    if writer.error is not None:
+        raise errors.UploadError(
+            f"the spool could not be written ({writer.error.strerror}); the log is incomplete",
+            fix=f"free space in {ctx.work_dir} or point --work-dir elsewhere",
+        )
+
+    capture = _capture(ctx.inv, outcome, ctx.env, ctx.cwd, ctx.rules)
+    artifacts = [Artifact("output.log", ctx.spool_dir / LOG_FILE, log_digests)]
+    if capture is not None and capture.json_bytes is not None:
+        (ctx.spool_dir / PLAN_FILE).write_bytes(capture.json_bytes)
+        artifacts.append(
+            Artifact(
+                "plan.json", ctx.spool_dir / PLAN_FILE, file_digests(ctx.spool_dir / PLAN_FILE)
+            )
+        )
+        result.plan_json_path = str(ctx.spool_dir / PLAN_FILE)
+    if capture is not None and capture.summary is not None:
+        s = capture.summary
+        result.plan = PlanCounts(s.add, s.change, s.destroy, s.import_)
+        result.resources = s.resources
+    if ctx.config.upload_plan_file and capture is not None and capture.plan_file_sha256:
+        ctx.console.messages.write(
+            "tfaudit: warning: uploading the binary plan file, which holds "
+            "sensitive values in clear (upload-plan-file is on)\n"
+        )
+        plan_path = Path(capture.plan_file)
+        artifacts.append(Artifact("tfplan.bin", plan_path, file_digests(plan_path)))
+
+    fields: dict[str, Any] = {
+        "command": ctx.redacted_argv,
+        "cwd": str(ctx.cwd),
+        "tool": {
+            "name": ctx.inv.tool,
+            "binary": Path(ctx.inv.binary).name,
+            "version": tool_version(ctx.inv, ctx.env, ctx.cwd),
+        },
+        "workspace": workspace(ctx.inv, ctx.env, ctx.cwd),
+        "status": status,
+        "exit_code": outcome.exit_code,
+        "started_at": outcome.started_at,
+        "finished_at": outcome.finished_at,
+        "ci": ctx.ci.to_dict(),
+        "plan": capture.record_fields() if capture else None,
+        "redactions": dict(outcome.redactions),
+    }
+    # Should this process die while shipping, `tfaudit recover` finds all it needs here.
+    ctx.state.update(tool=fields["tool"], workspace=fields["workspace"])
+    write_json(ctx.spool_dir / STATE_FILE, ctx.state)
+    options = ctx.config.store_options()
+    shipment = ship_record(
+        ctx.store,
+        ctx.stream,
+        ctx.run_folder,
+        artifacts,
+        fields,
+        policy=ctx.config.policy,
+        check_lock=ctx.check_lock,
+        signer=ctx.signer,
+        part_size=options.multipart_chunksize,
+        multipart_threshold=options.multipart_threshold,
+    )
+    result.seq = shipment.seq
+    result.record_uri = f"{ctx.store.uri.rstrip('/')}/{shipment.record_key}"
+    result.record_sha256 = shipment.record_sha256
+    result.audit_ok = True
+    write_json(
+        ctx.spool_dir / RECEIPT_FILE,
+        {
+            "seq": shipment.seq,
+            "record_uri": result.record_uri,
+            "record_sha256": shipment.record_sha256,
+            "version_id": shipment.record_version_id,
+        },
+    )
+    if outcome.signal_received is not None:
+        result.exit_code = 128 + outcome.signal_received
+    else:
+        result.exit_code = outcome.exit_code
+    return result
+
+
+def audit_failure(result: RunResult, exc: TfauditError) -> RunResult:
+    result.audit_ok = False
+    result.error = exc.diagnostics()
+    result.exit_code = exc.exit_code
+    return result
+
+
+def summary_line(result: RunResult) -> str:
+    if result.audit_ok:
+        plan = ""
+        if result.plan is not None:
+            p = result.plan
+            plan = f", plan +{p.add} ~{p.change} -{p.destroy}"
+        return (
+            f"tfaudit: {result.status} (exit {result.exit_code}{plan}); record seq "
+            f"{result.seq} at {result.record_uri} sha256 {result.record_sha256}"
+        )
+    return (
+        f"tfaudit: AUDIT FAILED (exit {result.exit_code}; command status {result.status}, "
+        f"exit {result.command_exit_code}): {result.error}; the spool is kept at "
+        f"{result.spool_dir}"
+    )
+
+
+def main_run(
+    command: Sequence[str], config: Config, env: Mapping[str, str], cwd: Path, *, as_json: bool
+) -> int:
+    console = Console(sys.stdout.buffer, sys.stderr.buffer, sys.stderr)
+    with deferred_signals() as received:
+        result = execute(command, config, env, cwd, console)
+    if received and result.audit_ok and result.exit_code not in (130, 143):
+        result.exit_code = 128 + received[0]
+    sys.stderr.write(summary_line(result) + "\n")
+    sys.stderr.flush()
+    from tfaudit_ci.report import publish
+
+    publish(result, env)
+    if as_json:
+        from tfaudit_ci.cli import print_json
+
+        print_json(result.to_dict())
+    return result.exit_code

@@ -1,0 +1,233 @@
+"""Configuration: CLI flag > TFAUDIT_* environment > .tfaudit.yml (or --config) > defaults.
+
+Every value is validated where it enters, and an error names the key and where it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tfaudit_ci.errors import ConfigError
+from tfaudit_ci.stores import StoreOptions
+from tfaudit_ci.stores.base import Policy
+
+DEFAULT_CONFIG_FILE = ".tfaudit.yml"
+LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+ON_UNLOCKED = ("fail", "warn")
+
+
+def _as_int(value: Any, *, minimum: int = 0) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, got a boolean")
+    if isinstance(value, str):
+        value = value.strip()
+        if not value.lstrip("-").isdigit():
+            raise ValueError(f"expected a whole number, got {value!r}")
+        value = int(value)
+    if not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"must be at least {minimum}, got {value}")
+    return value
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {value!r}") from None
+    if result <= 0:
+        raise ValueError(f"must be positive, got {result}")
+    return result
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "on"}:
+        return True
+    if isinstance(value, str) and value.strip().lower() in {"false", "0", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _as_str_list(value: Any) -> list[str]:
+    # From env or an action input a list arrives as newline-separated text.
+    if isinstance(value, str):
+        return [line.strip() for line in value.splitlines() if line.strip()]
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ValueError("expected a list of strings")
+
+
+def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        text = _as_str(value).strip()
+        text = text.upper() if upper else text.lower()
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
+        return text
+
+    return convert
+
+
+# key -> converter. Keys are the YAML spelling; flags use the same, env uses TFAUDIT_UPPER_SNAKE.
+KEYS: dict[str, Callable[[Any], Any]] = {
+    "store": _as_str,
+    "stream": _as_str,
+    "retention-days": lambda v: _as_int(v, minimum=1),
+    "lock-mode": _choice(LOCK_MODES, upper=True),
+    "on-unlocked": _choice(ON_UNLOCKED),
+    "redact": _as_str_list,
+    "signing-key": _as_str,
+    "upload-plan-file": _as_bool,
+    "endpoint-url": _as_str,
+    "region": _as_str,
+    "work-dir": _as_str,
+    "multipart-threshold": lambda v: _as_int(v, minimum=5 * 1024 * 1024),
+    "connect-timeout": _as_float,
+    "read-timeout": _as_float,
+    "max-attempts": lambda v: _as_int(v, minimum=1),
+    "gcs-mode": _choice(("bucket-policy", "object-retention")),
+    "azure-mode": _choice(("version-immutability", "container-policy")),
+    "oidc-audience": _as_str,
+    "gitlab-id-token-var": _as_str,
+}
+
+
+def env_name(key: str) -> str:
+    return "TFAUDIT_" + key.upper().replace("-", "_")
+
+
+@dataclass
+class Config:
+    store: str | None = None
+    stream: str | None = None
+    retention_days: int = 365
+    lock_mode: str = "COMPLIANCE"
+    on_unlocked: str | None = None  # None: fail for real stores, still fail for file:// unless set
+    redact: list[str] = field(default_factory=list)
+    signing_key: str | None = None
+    upload_plan_file: bool = False
+    endpoint_url: str | None = None
+    region: str | None = None
+    work_dir: str | None = None
+    multipart_threshold: int = 64 * 1024 * 1024
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 5
+    gcs_mode: str = "bucket-policy"
+    azure_mode: str = "version-immutability"
+    oidc_audience: str = "tfaudit"
+    gitlab_id_token_var: str | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # key -> where its value came from
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(retention_days=self.retention_days, lock_mode=self.lock_mode)
+
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(
+            endpoint_url=self.endpoint_url,
+            region=self.region,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            max_attempts=self.max_attempts,
+            multipart_threshold=self.multipart_threshold,
+            gcs_mode=self.gcs_mode,
+            azure_mode=self.azure_mode,
+        )
+
+    def require_store(self) -> str:
+        if not self.store:
+            raise ConfigError(
+                "no store configured",
+                fix="pass --store s3://BUCKET/PREFIX, set TFAUDIT_STORE, or add `store:` "
+                "to .tfaudit.yml",
+            )
+        return self.store
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}", fix="check the path"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}",
+            fix="fix the YAML syntax (a mapping of keys like `store:`)",
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must be a mapping of keys, not {type(data).__name__}",
+            fix="write `store: s3://...` style keys at the top level",
+        )
+    return data
+
+
+def _apply(values: dict[str, Any], raw: Mapping[str, Any], source: str) -> dict[str, str]:
+    sources: dict[str, str] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or key not in KEYS:
+            known = ", ".join(sorted(KEYS))
+            raise ConfigError(f"unknown key {key!r} in {source}", fix=f"known keys: {known}")
+        try:
+            values[key] = KEYS[key](value)
+        except ValueError as exc:
+            raise ConfigError(
+                f"bad value for {key!r} in {source}: {exc}", fix=f"correct {key!r} in {source}"
+            ) from None
+        sources[key] = source
+    return sources
+
+
+def load_config(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    *,
+    cwd: Path,
+    config_path: str | None = None,
+) -> Config:
+    """Merge the layers. ``flags`` holds only the flags the user actually gave."""
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+
+    path_text = config_path or env.get("TFAUDIT_CONFIG")
+    path = Path(path_text) if path_text else cwd / DEFAULT_CONFIG_FILE
+    if path_text and not path.is_absolute():
+        path = cwd / path
+    if path.exists() or path_text:
+        sources.update(_apply(values, _read_file(path), f"config file {path_text or path.name}"))
+
+    env_raw = {key: env[env_name(key)] for key in KEYS if env_name(key) in env}
+    for key, value in env_raw.items():
+        sources.update(_apply(values, {key: value}, f"environment variable {env_name(key)}"))
+    for key, value in flags.items():
+        sources.update(_apply(values, {key: value}, f"flag --{key}"))
+
+    config = Config(sources=sources)
+    for key, value in values.items():
+        setattr(config, key.replace("-", "_"), value)
+    return config

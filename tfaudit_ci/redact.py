@@ -1,0 +1,484 @@
+"""Streaming redaction of secrets in command output (pure logic, no I/O).
+
+Logs end up in WORM storage where a leaked secret cannot be erased, so everything written to
+the spool passes through a :class:`StreamRedactor` first.
+
+Matching semantics (identical for any chunking of the input):
+
+* Rules are tried at each position in priority order: env-secret literals (longest first),
+  then the built-in token shapes, then custom patterns. The leftmost match wins; at the same
+  start the higher-priority rule wins; scanning resumes after the match (no overlaps).
+* Every rule has a bounded reach (``Rule.max_len``), which is what lets the stream be cut
+  anywhere: a match is only committed once the bytes it could depend on are buffered, so the
+  carry never exceeds ``RuleSet.max_match`` (+ one block). Custom patterns may be unbounded
+  (``\\S+``); their matches are cut at ``CUSTOM_MAX_MATCH`` bytes.
+* A rule may redact only part of its match: a group named ``secret`` (``label=(?P<secret>…)``)
+  keeps the label readable and replaces just the value.
+
+Matching runs on RE2 (google-re2) in Latin-1 mode, one combined DFA scan for all literal and
+built-in rules: Python's ``re`` tries every alternative at every position, which is ~50x slower
+on an alternation like this one. Patterns therefore use the RE2/Python common syntax (no
+look-around, no back-references).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+from urllib.parse import quote, quote_plus
+
+from tfaudit_ci.errors import ConfigError
+
+# Values shorter than this are not treated as secrets: a 3-character "secret" such as "dev" or
+# "true" would redact random words all over the log and make it useless, while offering no real
+# protection (such values are guessable anyway).
+MIN_SECRET_LENGTH = 8
+# Custom patterns may be unbounded; their matches are cut here so the carry stays bounded.
+CUSTOM_MAX_MATCH = 4096
+# The stream is scanned in blocks of at least this many new bytes (amortises the rescan of the
+# carry); memory is bounded by max_match + SCAN_BLOCK + the size of one fed chunk.
+SCAN_BLOCK = 256 * 1024
+_RE2_MAX_REPEAT = 1000  # RE2 rejects counted repetitions above 1000
+_RE2_MAX_MEM = 64 << 20
+
+_re2: Any = importlib.import_module("re2")
+
+
+class _Match(Protocol):
+    def start(self, group: int = 0) -> int: ...
+    def end(self, group: int = 0) -> int: ...
+    def span(self, group: int = 0) -> tuple[int, int]: ...
+    def group(self, group: int = 0) -> bytes | None: ...
+
+    @property
+    def lastindex(self) -> int | None: ...
+
+
+class _Regex(Protocol):
+    groupindex: Mapping[bytes | str, int]
+
+    def search(self, text: bytes, pos: int = ..., endpos: int = ...) -> _Match | None: ...
+    def match(self, text: bytes, pos: int = ..., endpos: int = ...) -> _Match | None: ...
+
+
+def _re2_compile(source: bytes) -> _Regex:
+    options = _re2.Options()
+    options.encoding = _re2.Options.Encoding.LATIN1  # bytes in, bytes out: no UTF-8 decoding
+    options.log_errors = False
+    options.max_mem = _RE2_MAX_MEM
+    return cast(_Regex, _re2.compile(source, options=options))
+
+
+def _rep(char_class: str, low: int, high: int) -> str:
+    """``char_class{low,high}`` written so RE2 accepts it (it caps counts at 1000)."""
+    parts = [f"{char_class}{{{low},{min(high, _RE2_MAX_REPEAT)}}}"]
+    rest = high - min(high, _RE2_MAX_REPEAT)
+    while rest > 0:
+        step = min(rest, _RE2_MAX_REPEAT)
+        parts.append(f"{char_class}{{0,{step}}}")
+        rest -= step
+    return "".join(parts)
+
+
+# PEM body characters, including the header lines of encrypted keys (Proc-Type: 4,ENCRYPTED)
+# and JSON-escaped newlines (\n). A dash is only taken before a letter or digit, so the body
+# stops right at the "-----END" line; without an END line, a bounded stretch of key-like text
+# after BEGIN is still redacted.
+_PEM_BODY = r"(?:[A-Za-z0-9+/=\\\r\n\t :,]|-[A-Za-z0-9])"
+_PEM_LABEL = r"[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
+_PEM = rf"-----BEGIN{_PEM_LABEL}{_rep(_PEM_BODY, 0, 8192)}(?:-----END{_PEM_LABEL})?"
+_B64URL = "[A-Za-z0-9_-]"
+_QUOTE = r"(?:\\?[\"'])?"  # an optional quote, possibly JSON-escaped (\")
+_ASSIGN = r"[ \t]{0,4}(?:=>|[:=])[ \t]{0,4}"
+
+# (name, source, max_len). Order is priority at equal start positions. max_len is checked
+# against Python's own width computation in the tests.
+_BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
+    ("private-key", _PEM, 16526),
+    (
+        "aws-access-key-id",
+        r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}",
+        20,
+    ),
+    (
+        "aws-secret-access-key",
+        r"(?i:aws_?secret_?access_?key|secret_?access_?key|aws_?secret_?key|secret_?key)"
+        rf"{_QUOTE}{_ASSIGN}{_QUOTE}(?P<secret>[A-Za-z0-9/+]{{40}})",
+        75,
+    ),
+    ("github-token", r"gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,251}", 262),
+    (
+        "gitlab-token",
+        r"(?:glpat|gldt|glrt|glptt|glcbt|glft|glimt|glsoat|gloas|glagent)-[A-Za-z0-9_-]{20,250}",
+        258,
+    ),
+    ("slack-token", r"xox[baprs]-[A-Za-z0-9-]{10,250}", 255),
+    (
+        "jwt",
+        rf"eyJ{_rep(_B64URL, 4, 1000)}\.{_rep(_B64URL, 4, 6000)}\.{_rep(_B64URL, 0, 1000)}",
+        8005,
+    ),
+    (
+        "azure-account-key",
+        r"(?:AccountKey|SharedAccessKey)=(?P<secret>[A-Za-z0-9+/]{20,200}={0,2})",
+        218,
+    ),
+    (
+        "authorization-header",
+        r"(?i:authorization)[\"'\]]?[ \t]{0,4}[:=][ \t]{0,4}[\[\"']{0,2}"
+        rf"(?i:bearer|basic|token)[ \t]{{1,4}}(?P<secret>{_rep('[A-Za-z0-9._~+/=-]', 8, 4096)})",
+        4131,
+    ),
+)
+
+# --- secret environment variable names -------------------------------------------------------
+
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "JWT")
+_SECRET_KEY_SUFFIXES = (
+    "PRIVATE_KEY", "API_KEY", "APIKEY", "ACCESS_KEY", "SECRET_KEY", "ACCOUNT_KEY", "MASTER_KEY",
+    "SIGNING_KEY", "ENCRYPTION_KEY", "CLIENT_KEY", "SHARED_KEY", "SAS_KEY", "AUTH_KEY",
+    "LICENSE_KEY", "HMAC_KEY", "SSH_KEY", "DEPLOY_KEY", "SESSION_KEY", "STORAGE_KEY",
+    "SUBSCRIPTION_KEY", "CONSUMER_KEY",
+)  # fmt: skip
+# Names whose values are locations or identifiers, not credentials, even though they contain a
+# secret-looking word (ACTIONS_ID_TOKEN_REQUEST_URL, AWS_WEB_IDENTITY_TOKEN_FILE, …).
+_PUBLIC_SUFFIXES = ("_URL", "_URI", "_FILE", "_PATH", "_DIR", "_ENDPOINT", "_ID", "_NAME", "_TYPE")
+_PUBLIC_NAMES = frozenset({"GOOGLE_APPLICATION_CREDENTIALS", "AWS_ACCESS_KEY_ID"})
+_TF_VAR_WORDS = ("secret", "password", "passwd", "token", "key", "credential")
+
+
+def is_secret_env_name(name: str) -> bool:
+    """Whether an environment variable's value should be treated as a secret (by its name)."""
+    upper = name.upper()
+    if upper.startswith("TF_VAR_"):
+        return any(word in upper[7:].lower() for word in _TF_VAR_WORDS)
+    if upper.startswith("TF_TOKEN_"):  # Terraform registry/host credentials
+        return True
+    if upper in _PUBLIC_NAMES or upper.endswith(_PUBLIC_SUFFIXES):
+        return False
+    if any(word in upper for word in _SECRET_WORDS):
+        return True
+    return upper.endswith(_SECRET_KEY_SUFFIXES) or upper == "KEY"
+
+
+def _base64_forms(raw: bytes) -> set[bytes]:
+    """Base64 (standard and url-safe) of ``raw``, on its own and embedded mid-stream.
+
+    Mid-stream, the encoding of ``raw`` depends on its alignment within the encoded data; for
+    each of the three alignments only the characters fully determined by ``raw`` are fixed, so
+    those are registered too.
+    """
+    forms: set[bytes] = set()
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        whole = encode(raw)
+        forms.update({whole, whole.rstrip(b"=")})
+        for offset in range(3):
+            encoded = encode(b"\0" * offset + raw)
+            first = -(-8 * offset // 6)  # ceil: first char made only of raw's bits
+            last = (8 * offset + 8 * len(raw)) // 6  # exclusive
+            forms.add(encoded[first:last])
+    return forms
+
+
+def secret_forms(value: str) -> tuple[bytes, ...]:
+    """The byte forms of an env secret that are redacted, longest first."""
+    raw = value.encode("utf-8", "surrogateescape")
+    forms = {raw} | _base64_forms(raw)
+    for safe in ("", "/"):
+        for encoded in (quote(raw, safe=safe), quote_plus(raw, safe=safe)):
+            # Percent-encoders disagree on hex case; register both spellings.
+            forms.add(encoded.encode("ascii"))
+            forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded).encode())
+    for ensure_ascii in (True, False):
+        escaped = json.dumps(value, ensure_ascii=ensure_ascii)[1:-1]
+        forms.add(escaped.encode("utf-8", "surrogateescape"))
+    kept = (form for form in forms if len(form) >= MIN_SECRET_LENGTH)
+    return tuple(sorted(kept, key=lambda form: (-len(form), form)))
+
+
+def _literal(form: bytes) -> bytes:
+    """A regex for exactly ``form`` that Python and RE2 read alike (re.escape's "\\<newline>"
+    is not valid RE2)."""
+    return b"".join(
+        bytes((byte,)) if chr(byte).isalnum() and byte < 128 else b"\\x%02x" % byte for byte in form
+    )
+
+
+# --- rules -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One redaction rule. ``pattern`` is the Python view of the rule's (RE2-compatible) regex."""
+
+    name: str
+    pattern: re.Pattern[bytes]
+    max_len: int  # longest span the rule can match (custom rules are cut to this)
+    literals: tuple[bytes, ...] = ()  # env-secret rules: the exact byte forms, longest first
+
+    @property
+    def custom(self) -> bool:
+        return self.name.startswith("custom:")
+
+
+class RuleSet:
+    """An immutable set of rules compiled for scanning. Safe to share between threads."""
+
+    def __init__(self, rules: Iterable[Rule], secret_values: Iterable[str] = ()) -> None:
+        self.rules: tuple[Rule, ...] = tuple(rules)
+        self._secret_values = tuple(sorted(set(secret_values)))
+        self.max_match: int = max((rule.max_len for rule in self.rules), default=1)
+        self._scanners: tuple[_Scanner, ...] = _compile_scanners(self.rules)
+
+    def masked_values(self) -> list[str]:
+        """The literal env secret values, e.g. for GitHub's ``::add-mask::``."""
+        return list(self._secret_values)
+
+
+def build_rules(
+    env: Mapping[str, str],
+    *,
+    extra_patterns: Sequence[str] = (),
+    extra_env_names: Sequence[str] = (),
+) -> RuleSet:
+    """Rules for secret env values in ``env``, the built-in shapes and custom patterns."""
+    forced = set(extra_env_names)
+    rules: list[Rule] = []
+    values: list[str] = []
+    for name in sorted(env):
+        value = env[name]
+        if not (name in forced or is_secret_env_name(name)) or len(value) < MIN_SECRET_LENGTH:
+            continue
+        forms = secret_forms(value)
+        pattern = re.compile(b"|".join(map(_literal, forms)))
+        rules.append(Rule(f"env:{name}", pattern, max(map(len, forms)), forms))
+        values.append(value)
+    for name, source, max_len in _BUILTIN_SHAPES:
+        rules.append(Rule(name, re.compile(source.encode("ascii")), max_len))
+    for index, source in enumerate(extra_patterns, start=1):
+        rules.append(_custom_rule(index, source))
+    return RuleSet(rules, values)
+
+
+def _custom_rule(index: int, source: str) -> Rule:
+    encoded = source.encode("utf-8")
+    fix = "use a regex without look-around or back-references, e.g. password=(?P<secret>\\S+)"
+    try:
+        pattern = re.compile(encoded)
+        compiled = _re2_compile(encoded)
+    except (re.error, _re2.error) as exc:
+        raise ConfigError(f"redact pattern {source!r} does not compile: {exc}", fix=fix) from exc
+    if compiled.match(b"") is not None:
+        raise ConfigError(
+            f"redact pattern {source!r} matches the empty string",
+            fix="make the pattern require at least one character",
+        )
+    return Rule(f"custom:{index}", pattern, CUSTOM_MAX_MATCH)
+
+
+# --- scanning engine -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Hit:
+    start: int
+    end: int
+    cut_start: int  # the part that is replaced by the marker
+    cut_end: int
+    rule: str
+
+
+class _Scanner:
+    """One RE2 regex over the buffer. ``bounded``: every match fits in ``reach`` bytes."""
+
+    def __init__(
+        self, regex: _Regex, reach: int, bounded: bool, resolve: Callable[[_Match], _Hit | None]
+    ) -> None:
+        self.regex = regex
+        self.reach = reach
+        self.bounded = bounded
+        self.resolve = resolve
+
+    def find(self, buf: bytes, pos: int, safe_end: int, final: bool) -> _Hit | None:
+        """Leftmost hit at or after ``pos``; None: no hit starts before ``safe_end``.
+
+        A hit is only returned when the bytes it depends on (its reach, plus one byte of
+        context for end assertions) are in ``buf``, or at the end of the stream.
+        """
+        while True:
+            found = self.regex.search(buf, pos)
+            if found is None:
+                return None
+            start = found.start()
+            if not final and start >= safe_end:
+                return None
+            if not self.bounded:
+                # The unanchored search over the whole buffer never skips a start where the
+                # truncated match exists (the same span matches there too), so it is a sound
+                # locator; the truncated, anchored match defines the result.
+                found = self.regex.match(buf, start, min(len(buf), start + self.reach))
+            if found is not None and found.end() > start:
+                hit = self.resolve(found)
+                if hit is not None:
+                    return hit
+            pos = start + 1
+
+
+def _group_index(regex: _Regex, name: str) -> int | None:
+    index = regex.groupindex.get(name.encode("ascii"))
+    return index if index is not None else regex.groupindex.get(name)
+
+
+def _hit(found: _Match, group: int, secret_group: int | None, rule: str) -> _Hit:
+    cut_start, cut_end = found.span(group)
+    if secret_group is not None and found.span(secret_group)[0] >= 0:
+        cut_start, cut_end = found.span(secret_group)
+    return _Hit(found.start(group), found.end(group), cut_start, cut_end, rule)
+
+
+def _compile_scanners(rules: Sequence[Rule]) -> tuple[_Scanner, ...]:
+    """One combined scanner for literals and built-ins, plus one per custom pattern."""
+    literal_owner: dict[bytes, str] = {}
+    for rule in rules:
+        for form in rule.literals:
+            literal_owner.setdefault(form, rule.name)
+    branches: list[bytes] = []
+    shapes = [rule for rule in rules if not rule.literals and not rule.custom]
+    if literal_owner:
+        ordered = sorted(literal_owner, key=lambda form: (-len(form), form))
+        branches.append(b"(?P<lit>" + b"|".join(map(_literal, ordered)) + b")")
+    for number, rule in enumerate(shapes):
+        source = rule.pattern.pattern.replace(b"(?P<secret>", f"(?P<r{number}s>".encode())
+        branches.append(f"(?P<r{number}>".encode() + source + b")")
+    scanners: list[_Scanner] = []
+    if branches:
+        regex = _re2_compile(b"|".join(branches))
+        table: dict[int, tuple[str | None, int | None]] = {}
+        lit_group = _group_index(regex, "lit")
+        if lit_group is not None:
+            table[lit_group] = (None, None)
+        for number, rule in enumerate(shapes):
+            group = _group_index(regex, f"r{number}")
+            assert group is not None
+            table[group] = (rule.name, _group_index(regex, f"r{number}s"))
+
+        def resolve_main(found: _Match) -> _Hit:
+            group = found.lastindex
+            assert group is not None
+            name, secret_group = table[group]
+            if name is None:
+                name = literal_owner[found.group(group) or b""]
+            return _hit(found, group, secret_group, name)
+
+        reach = max(rule.max_len for rule in rules if not rule.custom)
+        scanners.append(_Scanner(regex, reach, True, resolve_main))
+    for rule in rules:
+        if rule.custom:
+            scanners.append(_custom_scanner(rule))
+    return tuple(scanners)
+
+
+def _custom_scanner(rule: Rule) -> _Scanner:
+    regex = _re2_compile(rule.pattern.pattern)
+    secret_group = _group_index(regex, "secret")
+
+    def resolve(found: _Match) -> _Hit | None:
+        hit = _hit(found, 0, secret_group, rule.name)
+        return hit if hit.cut_end > hit.cut_start else None
+
+    return _Scanner(regex, rule.max_len, False, resolve)
+
+
+def marker(rule_name: str) -> bytes:
+    """The replacement text; it carries the rule name, never the value."""
+    return b"[REDACTED:" + rule_name.encode("utf-8", "surrogateescape") + b"]"
+
+
+class StreamRedactor:
+    """Redacts a byte stream fed in arbitrary chunks; output is independent of the chunking."""
+
+    def __init__(self, ruleset: RuleSet, *, scan_block: int | None = None) -> None:
+        """``scan_block``: scan once this many new bytes are buffered (tests use tiny ones)."""
+        self._scanners = ruleset._scanners
+        self.counts: Counter[str] = Counter()
+        self._buf = b""  # [context byte][undecided bytes]
+        self._pos = 0  # start of the undecided bytes in _buf
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        # The carry (up to max_match) is rescanned each block: keep blocks well above it.
+        self._minimum_block = scan_block or max(SCAN_BLOCK, 4 * ruleset.max_match)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held back right now (bounded by max_match + SCAN_BLOCK + one chunk)."""
+        return len(self._buf) - self._pos + self._pending_size
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Take the next chunk; return the redacted bytes that are final (may be empty)."""
+        if chunk:
+            self._pending.append(bytes(chunk))
+            self._pending_size += len(chunk)
+        if self._pending_size < self._minimum_block:
+            return b""
+        return self._scan(final=False)
+
+    def flush(self) -> bytes:
+        """End of stream: return the rest, redacted. The redactor can then be reused."""
+        out = self._scan(final=True)
+        self._buf, self._pos = b"", 0
+        return out
+
+    def _scan(self, *, final: bool) -> bytes:
+        buf = self._buf + b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
+        pos, size = self._pos, len(buf)
+        out: list[bytes] = []
+        safe_ends = [size - scanner.reach - 1 for scanner in self._scanners]
+        hits: list[_Hit | None] = [None] * len(self._scanners)
+        stale = [True] * len(self._scanners)
+        while True:
+            best: _Hit | None = None
+            bound = size
+            for index, scanner in enumerate(self._scanners):
+                hit = hits[index]
+                if stale[index] or (hit is not None and hit.start < pos):
+                    hit = hits[index] = scanner.find(buf, pos, safe_ends[index], final)
+                    stale[index] = False
+                if hit is None:
+                    if not final:
+                        bound = min(bound, safe_ends[index])
+                elif best is None or hit.start < best.start:  # ties: earlier scanner wins
+                    best = hit
+            if best is not None and best.start < bound:
+                out += (buf[pos : best.cut_start], marker(best.rule), buf[best.cut_end : best.end])
+                self.counts[best.rule] += 1
+                pos = best.end
+                continue
+            emit_to = size if final else max(pos, min(bound, best.start if best else bound))
+            out.append(buf[pos:emit_to])
+            pos = emit_to
+            break
+        keep = max(pos - 1, 0)  # one byte of context for \b and ^ at the next start
+        self._buf, self._pos = buf[keep:], pos - keep
+        return b"".join(out)
+
+
+def redact_bytes(data: bytes, ruleset: RuleSet) -> tuple[bytes, Counter[str]]:
+    """Redact a whole byte string (same result as streaming it in any chunks)."""
+    redactor = StreamRedactor(ruleset, scan_block=len(data) + 1)
+    out = redactor.feed(data) + redactor.flush()
+    return out, redactor.counts
+
+
+def redact_text(text: str, ruleset: RuleSet) -> tuple[str, Counter[str]]:
+    """Redact a string (argv items, JSON string values)."""
+    out, counts = redact_bytes(text.encode("utf-8", "surrogateescape"), ruleset)
+    # A custom pattern may cut a multi-byte character in half; "replace" keeps the result
+    # valid text for JSON records.
+    return out.decode("utf-8", "replace"), counts

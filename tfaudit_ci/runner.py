@@ -1,0 +1,193 @@
+"""Spawn the wrapped command, stream its output live and, redacted, into the spool.
+
+Memory stays flat: output moves in fixed-size chunks; only the redactor's bounded carry
+is held back. SIGINT/SIGTERM are forwarded to the command's process group so terraform can
+stop gracefully and release its state lock; a repeated signal escalates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import subprocess
+import threading
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import BinaryIO
+
+from tfaudit_ci.errors import ConfigError
+from tfaudit_ci.record import utc_now
+from tfaudit_ci.redact import RuleSet, StreamRedactor
+from tfaudit_ci.spool import HashingWriter
+
+CHUNK = 64 * 1024
+CRASH_MARKERS = (b"TERRAFORM CRASH", b"OPENTOFU CRASH", b"\npanic: ")
+KILL_AFTER_SECONDS = 20.0
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    signal_received: int | None = None  # the first SIGINT/SIGTERM tfaudit received
+    crashed: bool = False
+    redactions: Counter[str] = field(default_factory=Counter)
+
+
+class _CrashScanner:
+    """Finds crash markers across chunk boundaries with a tiny carry."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self.found = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self.found:
+            return
+        window = self._tail + chunk
+        self.found = any(marker in window for marker in CRASH_MARKERS)
+        self._tail = window[-32:]
+
+
+class _SignalForwarder:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.first: int | None = None
+        self.count = 0
+        self._previous: dict[int, object] = {}
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> _SignalForwarder:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _send(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        del frame
+        self.count += 1
+        if self.first is None:
+            self.first = signum
+            # Terraform treats the first SIGINT/SIGTERM as "stop gracefully", the second as
+            # "abort now"; if it is still alive long after, nothing else will stop it.
+            self._send(signum)
+            self._timer = threading.Timer(KILL_AFTER_SECONDS, self._send, (signal.SIGKILL,))
+            self._timer.daemon = True
+            self._timer.start()
+        elif self.count == 2:
+            self._send(signum)
+        else:
+            self._send(signal.SIGKILL)
+
+
+def _pump(
+    source: BinaryIO,
+    console: BinaryIO,
+    redactor: StreamRedactor,
+    spool: HashingWriter,
+    scanner: _CrashScanner,
+    scanner_lock: threading.Lock,
+) -> None:
+    fd = source.fileno()
+    console_ok = True
+    while True:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            break
+        if console_ok:
+            try:
+                console.write(chunk)
+                console.flush()
+            except (OSError, ValueError):
+                console_ok = False  # a closed console must not stop the audit
+        spool.write(redactor.feed(chunk))
+        with scanner_lock:
+            scanner.feed(chunk)
+    spool.write(redactor.flush())
+
+
+def run_streaming(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    spool: HashingWriter,
+    ruleset: RuleSet,
+    stdout: BinaryIO,
+    stderr: BinaryIO,
+) -> Outcome:
+    started = utc_now()
+    try:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group: signals reach it only through us
+        )
+    except FileNotFoundError:
+        raise ConfigError(
+            f"command not found: {argv[0]!r}",
+            fix="install it or put it on PATH (or set terraform-bin)",
+        ) from None
+    except PermissionError:
+        raise ConfigError(
+            f"command is not executable: {argv[0]!r}", fix=f"chmod +x {argv[0]} or fix the path"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot start {argv[0]!r}: {exc.strerror}", fix="check the command"
+        ) from None
+    assert proc.stdout is not None and proc.stderr is not None
+    scanner = _CrashScanner()
+    scanner_lock = threading.Lock()
+    redactors = (StreamRedactor(ruleset), StreamRedactor(ruleset))
+    threads = [
+        threading.Thread(
+            target=_pump,
+            args=(pipe, console, redactor, spool, scanner, scanner_lock),
+            daemon=True,
+        )
+        for pipe, console, redactor in (
+            (proc.stdout, stdout, redactors[0]),
+            (proc.stderr, stderr, redactors[1]),
+        )
+    ]
+    with _SignalForwarder(proc) as forwarder:
+        for thread in threads:
+            thread.start()
+        returncode = proc.wait()
+        for thread in threads:
+            thread.join()
+    proc.stdout.close()
+    proc.stderr.close()
+    counts: Counter[str] = Counter()
+    for redactor in redactors:
+        counts.update(redactor.counts)
+    exit_code = returncode if returncode >= 0 else 128 - returncode
+    return Outcome(
+        exit_code=exit_code,
+        started_at=started,
+        finished_at=utc_now(),
+        signal_received=forwarder.first,
+        crashed=scanner.found or (returncode < 0 and forwarder.first is None),
+        redactions=counts,
+    )

@@ -1,0 +1,307 @@
+"""``file:///path``: the same layout and chain on a local directory, with real object versions.
+
+A local disk is not WORM: preflight says so, and a run refuses it unless ``--on-unlocked warn``
+is given. The normal writes (``put_create_only``, ``put_file``) create ``root/{key}`` exclusively
+and make it read-only; that file is the key's first version (id ``"1"``). Like a versioned
+bucket, a key can still receive later versions and delete markers (``put_version``,
+``put_delete_marker``): S3-compatible stores that ignore ``If-None-Match`` behave that way, the
+tamper tests need it, and a trail copied from a bucket keeps its version ids
+(``import_version``). Later versions live under ``root/.versions/{key}/`` as
+``{ordinal:06d}-{version_id}.data`` (bytes), ``.deleted`` (a delete marker) or ``.base``
+(an empty entry naming the id of the version whose bytes are ``root/{key}``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tfaudit_ci.errors import ConfigError, UploadError
+from tfaudit_ci.stores import StoreOptions
+from tfaudit_ci.stores.base import (
+    Digests,
+    ObjectState,
+    Policy,
+    PreflightReport,
+    StoredObject,
+    VersionInfo,
+)
+
+VERSION_ID = "1"  # the id of root/{key} unless a ``.base`` entry names another
+VERSIONS_DIR = ".versions"
+_ENTRY = re.compile(r"(\d{6})-([A-Za-z0-9._=+-]+)\.(data|deleted|base)")
+_SAFE_VERSION_ID = re.compile(r"[A-Za-z0-9._=+-]{1,200}")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class _Entry:
+    ordinal: int
+    version_id: str
+    kind: str  # "data" | "deleted" | "base"
+    path: Path  # where the bytes are (root/{key} for "base")
+
+
+class FileStore:
+    worm = False  # verify skips lock checks: a directory cannot hold a retention lock
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = root.as_uri()
+
+    @classmethod
+    def from_url(cls, path: str, options: StoreOptions) -> FileStore:
+        del options
+        if not path or not path.startswith("/"):
+            raise ConfigError(
+                f"file store path {path!r} is not absolute", fix="use file:///ABSOLUTE/PATH"
+            )
+        return cls(Path(path))
+
+    def _path(self, key: str) -> Path:
+        if key.split("/", 1)[0] == VERSIONS_DIR:
+            raise ConfigError(f"key {key!r} is reserved", fix="use a plain stream name")
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ConfigError(f"key {key!r} escapes the store root", fix="use a plain stream name")
+        return path
+
+    def _versions_dir(self, key: str) -> Path:
+        self._path(key)  # same validation
+        return self.root / VERSIONS_DIR / key
+
+    def preflight(self, policy: Policy) -> PreflightReport:
+        del policy
+        report = PreflightReport(store=self.uri, worm=False)
+        report.add("not-worm", False, "a local directory cannot enforce retention (not WORM)")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            writable = os.access(self.root, os.W_OK)
+        except OSError as exc:
+            writable = False
+            report.add("writable", False, f"cannot create {self.root}: {exc.strerror}")
+        else:
+            report.add("writable", writable, "writable" if writable else "directory is read-only")
+        return report
+
+    # -- version bookkeeping ---------------------------------------------------------------
+    def _entries(self, key: str) -> list[_Entry]:
+        """Every version and delete marker of ``key``, oldest first."""
+        base = self._path(key)
+        folder = self._versions_dir(key)
+        entries: list[_Entry] = []
+        named_base = False
+        if folder.is_dir():
+            for child in folder.iterdir():
+                match = _ENTRY.fullmatch(child.name)
+                if match is None:
+                    continue
+                kind = match.group(3)
+                named_base = named_base or kind == "base"
+                path = base if kind == "base" else child
+                entries.append(_Entry(int(match.group(1)), match.group(2), kind, path))
+        if not named_base and base.is_file():
+            # Written by put_create_only/put_file (or by hand): the implicit first version.
+            entries.append(_Entry(0, VERSION_ID, "base", base))
+        entries.sort(key=lambda e: e.ordinal)
+        if not base.is_file():
+            entries = [e for e in entries if e.kind != "base"]  # its bytes were removed
+        return entries
+
+    def _find(self, key: str, version_id: str) -> _Entry | None:
+        for entry in self._entries(key):
+            if entry.version_id == version_id and entry.kind != "deleted":
+                return entry
+        return None
+
+    def _add_entry(self, key: str, version_id: str | None, kind: str) -> tuple[Path, str]:
+        """Reserve the next ordinal with an exclusive create (safe against racing writers)."""
+        folder = self._versions_dir(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            entries = self._entries(key)
+            ordinal = max((e.ordinal for e in entries), default=0) + 1
+            vid = version_id or str(max(ordinal, len(entries) + 1))
+            if not _SAFE_VERSION_ID.fullmatch(vid) or any(e.version_id == vid for e in entries):
+                raise ConfigError(f"bad or duplicate version id {vid!r} for {key}")
+            path = folder / f"{ordinal:06d}-{vid}.{kind}"
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                continue
+            return path, vid
+
+    # -- writes ----------------------------------------------------------------------------
+    def _open_exclusive(self, key: str) -> int | None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return None
+        except OSError as exc:
+            raise UploadError(
+                f"cannot write {path}: {exc.strerror}", fix="check the store directory"
+            ) from None
+
+    @staticmethod
+    def _write_fd(fd: int, chunks: Iterable[bytes], what: str) -> None:
+        try:
+            with os.fdopen(fd, "wb") as dst:
+                for chunk in chunks:
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+        except OSError as exc:
+            raise UploadError(f"cannot write {what}: {exc.strerror}", fix="free disk space") from None
+
+    def put_file(
+        self, key: str, path: Path, digests: Digests, retain_until: dt.datetime, policy: Policy
+    ) -> StoredObject:
+        del retain_until, policy
+        fd = self._open_exclusive(key)
+        if fd is None:
+            # A re-shipped spool (tfaudit recover) finds its own earlier upload: reuse it.
+            first = next((e for e in self._entries(key) if e.kind != "deleted"), None)
+            existing = self.head(key, first.version_id) if first else None
+            if existing is not None and existing.sha256 == digests.sha256:
+                return StoredObject(key, existing.version_id, digests.sha256, digests.size)
+            raise UploadError(f"{key} already exists in {self.uri}", fix="use a new run folder")
+        with path.open("rb") as src:
+            self._write_fd(fd, iter(lambda: src.read(_CHUNK), b""), key)
+        os.chmod(self._path(key), 0o444)
+        return StoredObject(key, VERSION_ID, digests.sha256, digests.size)
+
+    def put_create_only(
+        self, key: str, data: bytes, retain_until: dt.datetime, policy: Policy
+    ) -> StoredObject | None:
+        del retain_until, policy
+        if self._versions_dir(key).is_dir():
+            return None  # the slot has (or had) versions: it was written before
+        fd = self._open_exclusive(key)
+        if fd is None:
+            return None
+        self._write_fd(fd, [data], key)
+        os.chmod(self._path(key), 0o444)
+        return StoredObject(key, VERSION_ID, hashlib.sha256(data).hexdigest(), len(data))
+
+    def put_version(self, key: str, data: bytes, *, version_id: str | None = None) -> str:
+        """Add a new version of ``key`` (a store that ignores create-only, or an attacker)."""
+        return self.import_version(key, [data], version_id=version_id)
+
+    def put_delete_marker(self, key: str, *, version_id: str | None = None) -> str:
+        """What a plain DELETE does on a versioned bucket: the versions stay, hidden."""
+        _, vid = self._add_entry(key, version_id, "deleted")
+        return vid
+
+    def import_version(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        version_id: str | None = None,
+        last_modified: dt.datetime | None = None,
+    ) -> str:
+        """Append a version with the given id (e.g. copied from a bucket); returns the id."""
+        path: Path
+        base = self._path(key)
+        fd = None if self._entries(key) else self._open_exclusive(key)
+        if fd is not None:
+            path = base
+            vid = version_id or VERSION_ID
+            if vid != VERSION_ID:
+                self._add_entry(key, vid, "base")
+            self._write_fd(fd, chunks, key)
+        else:
+            path, vid = self._add_entry(key, version_id, "data")
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+            self._write_fd(fd, chunks, key)
+        os.chmod(path, 0o444)
+        if last_modified is not None:
+            stamp = last_modified.timestamp()
+            os.utime(path, (stamp, stamp))
+        return vid
+
+    # -- reads -----------------------------------------------------------------------------
+    def head(self, key: str, version_id: str) -> ObjectState | None:
+        entry = self._find(key, version_id)
+        if entry is None:
+            return None
+        digest = hashlib.sha256()
+        md5 = hashlib.md5(usedforsecurity=False)
+        size = 0
+        with entry.path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(chunk)
+                md5.update(chunk)
+                size += len(chunk)
+        return ObjectState(
+            key=key,
+            version_id=version_id,
+            size=size,
+            lock_mode=None,
+            retain_until=None,
+            sha256=digest.hexdigest(),
+            md5=md5.hexdigest(),
+        )
+
+    def _info(self, key: str, entry: _Entry) -> VersionInfo:
+        stat = entry.path.stat()
+        modified = dt.datetime.fromtimestamp(stat.st_mtime, tz=dt.timezone.utc)
+        deleted = entry.kind == "deleted"
+        return VersionInfo(key, entry.version_id, deleted, modified, 0 if deleted else stat.st_size)
+
+    def versions(self, key: str) -> list[VersionInfo]:
+        return [self._info(key, entry) for entry in self._entries(key)]
+
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
+        """Every version of every key under ``prefix``: by key, each key's oldest first."""
+        for key in self.list_keys(prefix):
+            yield from self.versions(key)
+
+    def slot_taken(self, key: str) -> bool:
+        return self._path(key).exists() or self._versions_dir(key).is_dir()
+
+    def read_version(self, key: str, version_id: str) -> bytes:
+        entry = self._find(key, version_id)
+        if entry is None:
+            raise FileNotFoundError(f"{key}@{version_id}")
+        return entry.path.read_bytes()
+
+    def iter_version(self, key: str, version_id: str, chunk_size: int = _CHUNK) -> Iterator[bytes]:
+        entry = self._find(key, version_id)
+        if entry is None:
+            raise FileNotFoundError(f"{key}@{version_id}")
+        with entry.path.open("rb") as handle:
+            yield from iter(lambda: handle.read(chunk_size), b"")
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        keys: set[str] = set()
+        base = self.root / prefix
+        if base.exists():
+            keys.update(
+                path.relative_to(self.root).as_posix() for path in base.rglob("*") if path.is_file()
+            )
+        shadow = self.root / VERSIONS_DIR / prefix
+        if shadow.exists():
+            versions_root = self.root / VERSIONS_DIR
+            keys.update(
+                path.relative_to(versions_root).as_posix()
+                for path in shadow.rglob("*")
+                if path.is_dir() and any(_ENTRY.fullmatch(c.name) for c in path.iterdir())
+            )
+        keys = {key for key in keys if key.split("/", 1)[0] != VERSIONS_DIR}
+        yield from sorted(keys)
+
+    def copy_tree(self, destination: Path) -> FileStore:
+        """A scratch copy of the whole store (every version), writable again."""
+        shutil.copytree(self.root, destination)
+        for path in destination.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        return FileStore(destination)

@@ -10,8 +10,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-dev: $(BIN)/python
+# Re-installs only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev,signing,gcs,azure]'
+	touch $@
+
+dev: $(VENV)/.installed
 
 lint: dev
 	$(BIN)/ruff check tfaudit_ci tests bench scripts entrypoint.py

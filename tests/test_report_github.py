@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.servers import S3Server
 from tfaudit_ci.report import detect_ci, github, publish
 from tfaudit_ci.result import PlanCounts, RunResult
@@ -283,7 +281,6 @@ def test_entrypoint_against_the_local_s3_server(
     tf_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    pytest.importorskip("tfaudit_ci.commands.run", reason="the core `tfaudit run` has not landed")
     env = runner_env(
         {**tf_env, **s3_server.env(), "TFAUDIT_WORK_DIR": str(tmp_path / "spools")},
         tmp_path,
@@ -349,7 +346,6 @@ def test_sigint_cancels_terraform_and_still_ships_the_record(
     tmp_path: Path,
 ) -> None:
     """The runner's cancel: SIGINT to the container's process while terraform applies."""
-    pytest.importorskip("tfaudit_ci.commands.run", reason="the core `tfaudit run` has not landed")
     from tests.tfhelpers import NULL_PROVIDER_VERSION, tf_init
 
     workdir = tmp_path / "slow"

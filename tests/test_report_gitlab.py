@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tfaudit_ci.report import gitlab
@@ -207,7 +206,6 @@ def test_component_script_block_runs_and_writes_the_reports(tmp_path: Path) -> N
     The store is file:// (not WORM, so on-unlocked=warn): S3 behaviour is covered by the
     run tests; this one checks the template, the input mapping and the report files.
     """
-    pytest.importorskip("tfaudit_ci.commands.run", reason="the core `tfaudit run` has not landed")
     from tests.tfhelpers import isolated_env, pinned_terraform, write_null_config
 
     project = tmp_path / "project"

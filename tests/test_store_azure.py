@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("azure.storage.blob")
-
 from azure.storage.blob import BlobServiceClient
 
 from tests.emulators import (

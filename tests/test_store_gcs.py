@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-pytest.importorskip("google.cloud.storage")
-
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 

@@ -85,9 +85,7 @@ def wrapper_overhead(params: OverheadParams, server: S3Server, work: Path) -> li
 
     variants: list[tuple[str, list[str]]] = [("plan", ["plan", "-input=false", "-no-color"])]
     if params.with_plan_out:
-        variants.append(
-            ("plan -out=tfplan", ["plan", "-input=false", "-no-color", "-out=tfplan"])
-        )
+        variants.append(("plan -out=tfplan", ["plan", "-input=false", "-no-color", "-out=tfplan"]))
     for label, tf_args in variants:
         bare = [str(terraform), *tf_args]
         wrapped = [*tfaudit_cmd(), "run", *store, "--", *bare]
@@ -107,9 +105,14 @@ def wrapper_overhead(params: OverheadParams, server: S3Server, work: Path) -> li
                 met=at_most(ratio, RATIO_LIMIT) if headline else None,
                 detail=(
                     f"terraform {version}; bare {median(bare_times):.2f} s, wrapped "
-                    f"{median(wrapped_times):.2f} s (+{median(wrapped_times) - median(bare_times):.2f}"
-                    " s); S3 on moto, upload + read-back + chain"
-                    + ("; wrapped also runs `show -json` and uploads plan.json" if not headline else "")
+                    f"{median(wrapped_times):.2f} s "
+                    f"(+{median(wrapped_times) - median(bare_times):.2f} s); "
+                    "S3 on moto, upload + read-back + chain"
+                    + (
+                        "; wrapped also runs `show -json` and uploads plan.json"
+                        if not headline
+                        else ""
+                    )
                 ),
             )
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
@@ -50,6 +51,8 @@ class Figure:
         return "met" if self.met else "**missed**"
 
     def shown_value(self) -> str:
+        if math.isnan(self.value):
+            return "—"
         if self.unit == "x":
             return f"{self.value:.2f}x"
         if abs(self.value) >= 100 or self.value == int(self.value):
@@ -123,41 +126,44 @@ class Usage:
     max_rss_kib: int  # the process's peak RSS, or a descendant's if that was higher
 
 
+# A fresh, tiny interpreter starts the measured command and reports wait4()'s ru_maxrss.
+# Not done from this process: a child's ru_maxrss starts at its parent's peak RSS (the
+# fork/vfork image counts until exec), and the benchmark process itself can be large.
+_RSS_HARNESS = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[2:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def timed_rusage(
     argv: Sequence[str], *, env: Mapping[str, str], cwd: Path, timeout: float = 900
 ) -> Usage:
-    """Like :func:`timed`, plus the peak RSS reported by ``wait4()`` for this process tree."""
+    """Like :func:`timed` (stdout discarded), plus the peak RSS of the command's process tree."""
+    report = cwd / ".rusage"
+    harness = [sys.executable, "-I", "-S", "-c", _RSS_HARNESS, str(report), *argv]
     started = time.perf_counter()
-    with open(os.devnull, "wb") as sink:
-        proc = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.PIPE,
-        )
-        assert proc.stderr is not None
-        # stderr is small (tfaudit's summary lines); read it before waiting so it cannot block.
-        err = proc.stderr.read()
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                proc.kill()
-                raise BenchError(f"{argv[0]} did not finish in {timeout:.0f}s")
-            time.sleep(0.01)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        proc.stderr.close()
+    done = subprocess.run(
+        harness,
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=timeout,
+        check=False,
+    )
     elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
+    code, max_rss = (int(item) for item in report.read_text().split())
+    report.unlink()
+    if done.returncode != 0 or code != 0:
         raise BenchError(
-            f"{' '.join(argv[:6])} ... exited {proc.returncode}: "
-            f"{err.decode('utf-8', 'replace')[-1500:]}"
+            f"{' '.join(argv[:6])} ... exited {code}: "
+            f"{done.stderr.decode('utf-8', 'replace')[-1500:]}"
         )
-    return Usage(elapsed, usage.ru_maxrss)
+    return Usage(elapsed, max_rss)
 
 
 def last_json(stdout: bytes) -> dict[str, Any]:
@@ -218,10 +224,9 @@ def markdown_table(figures: Sequence[Figure]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for fig in figures:
-        lines.append(
-            f"| {fig.bench} | {fig.metric} | {fig.shown_value()} | {fig.runs} | "
-            f"{fig.bracket or '—'} | {fig.status()} | {fig.detail} |"
-        )
+        cells = [fig.bench, fig.metric, fig.shown_value(), str(fig.runs), fig.bracket or "—"]
+        cells += [fig.status(), fig.detail]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
 
 

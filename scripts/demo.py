@@ -115,23 +115,40 @@ def main() -> int:
 
 
 def verify_steps(env: dict[str, str], work: Path, store: str) -> int:
-    try:
-        from tfaudit_ci.commands import verify  # noqa: F401
-    except ImportError:
-        print("\n(tfaudit verify is not available in this build)")
-        return 0
+    """`tfaudit verify` passes on the demo stream, then fails on a tampered scratch copy."""
+    import boto3
+
+    from tests.scenarios import copy_s3_trail
+    from tfaudit_ci.canonical import canonical_bytes
+
     step("tfaudit verify: the trail is whole")
     if tfaudit(["verify", "--store", store, "--stream", STREAM], env, work) != 0:
         return 1
-    step("tampering with a scratch copy of the trail, then verifying it")
+
+    step("copying every version of the trail into a scratch file:// store")
+    bucket, _, prefix = store.removeprefix("s3://").partition("/")
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL_S3"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
     scratch = REPO / ".demo" / "scratch"
     shutil.rmtree(scratch, ignore_errors=True)
-    code = subprocess.run(
-        [sys.executable, "-m", "tfaudit_ci.demo_tamper", store, STREAM, str(scratch)], env=env
-    ).returncode
-    if code != 0:
-        return code
-    bad = tfaudit(["verify", "--store", scratch.as_uri(), "--stream", STREAM], env, work)
+    copy = copy_s3_trail(client, bucket, prefix, scratch)
+    if tfaudit(["verify", "--store", copy.uri, "--stream", STREAM], env, work) != 0:
+        return 1  # the copy keeps version ids, so it verifies like the original
+
+    step("tampering: the plan's record is rewritten in the copy to say nothing changes")
+    record_path = scratch / STREAM / "chain" / f"{0:012d}.json"
+    record = json.loads(record_path.read_bytes())
+    record["exit_code"] = 0
+    record["plan"] = {**(record.get("plan") or {}), "summary": {"add": 0, "change": 0}}
+    record_path.chmod(0o644)
+    record_path.write_bytes(canonical_bytes(record))
+    print(f"rewrote {record_path.relative_to(REPO)}")
+    bad = tfaudit(["verify", "--store", copy.uri, "--stream", STREAM], env, work)
     print(f"verify on the tampered copy exited {bad} (24 = a problem was found)")
     return 0 if bad == 24 else 1
 

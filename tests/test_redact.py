@@ -14,6 +14,7 @@ import pytest
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.redact import (
     CUSTOM_MAX_MATCH,
+    LONG_MATCH_CAP,
     MIN_SECRET_LENGTH,
     RuleSet,
     StreamRedactor,
@@ -203,7 +204,7 @@ def test_pem_without_end_is_redacted_to_a_bounded_length() -> None:
     assert out.startswith(b"[REDACTED:private-key]")
     assert out.endswith(b"!tail")
     assert len(out) < len(body)  # the key's start is gone
-    assert len(out) > len(body) - 9000  # but the redaction stops after a bounded length
+    assert len(out) > len(body) - LONG_MATCH_CAP  # but the redaction stops at the cap
 
 
 def test_plain_terraform_output_is_untouched() -> None:
@@ -310,12 +311,17 @@ def test_single_100mb_line_streams_with_bounded_carry() -> None:
     assert written == 100 * piece - len(secret) + len(marker("env:GITHUB_TOKEN"))
 
 
-def test_declared_max_len_bounds_every_builtin_rule() -> None:
-    """The carry is only correct if no rule can match more than its declared max_len."""
+def test_declared_max_len_of_builtin_rules() -> None:
+    """Fixed shapes declare their exact maximum width; open-ended ones are cut at the cap."""
     parser = pytest.importorskip("re._parser")
+    open_ended = {"private-key", "jwt", "authorization-header"}
     for rule in rules().rules:
         low, high = parser.parse(rule.pattern.pattern.decode("latin-1")).getwidth()
-        assert 0 < low <= high <= rule.max_len, rule.name
+        assert low > 0, rule.name
+        if rule.name in open_ended:
+            assert high > LONG_MATCH_CAP and rule.max_len == LONG_MATCH_CAP
+        else:
+            assert high == rule.max_len, rule.name
 
 
 def test_rules_are_shared_safely_between_redactors() -> None:
@@ -334,3 +340,39 @@ def test_environment_of_this_process_builds() -> None:
     """The real environment (whatever it holds) must build a usable rule set."""
     ruleset = build_rules(os.environ)
     assert re.search(rb"\[REDACTED:", redacted(b"AKIAIOSFODNN7EXAMPLE", ruleset))
+
+
+@pytest.mark.parametrize("chunk_size", [3, 7, 64, 1000, 4097, 16385, 65536])
+def test_fixed_chunk_sizes_with_long_matches_and_context(chunk_size: int) -> None:
+    """Long matches (PEM without END, JWT, long tokens), \\b context and an unbounded custom
+    pattern, streamed in fixed-size chunks (3-byte chunks move the scan start onto every third
+    byte, including the "c" of "xcorp", whose \\b needs the byte before it)."""
+    ruleset = build_rules(
+        {"GITHUB_TOKEN": "split-me-secret-1234"},
+        extra_patterns=[r"\bcorp-[0-9]{4,8}\b", r"blob:[a-z]+"],
+    )
+    data = b"".join(
+        [
+            b"xcorp-1234 corp-5678 ",  # only the second is a whole word
+            b"-----BEGIN PRIVATE KEY-----\n" + b"MIIEowIBAAKCAQEA\n" * 1100,  # no END line
+            b"!\n" + TRACE_LINE,
+            b"eyJhbGciOiJIUzI1NiJ9.eyJ" + b"x" * 5500 + b".sig ",
+            b"ghp_" + b"a" * 300 + b" blob:" + b"q" * 6000 + b" split-me-secret-1234 ",
+            TRACE_LINE * 3,
+        ]
+    )
+    expected, counts = redact_bytes(data, ruleset)
+    assert counts == {
+        "custom:1": 1,
+        "private-key": 1,  # cut at LONG_MATCH_CAP
+        "jwt": 1,
+        "github-token": 1,  # cut at 255 characters
+        "custom:2": 1,  # cut at CUSTOM_MAX_MATCH
+        "env:GITHUB_TOKEN": 1,
+    }
+    redactor = StreamRedactor(ruleset, scan_block=1)
+    out = b"".join(
+        redactor.feed(data[at : at + chunk_size]) for at in range(0, len(data), chunk_size)
+    )
+    assert out + redactor.flush() == expected
+    assert redactor.counts == counts

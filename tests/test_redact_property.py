@@ -112,11 +112,11 @@ def secret_segment(draw: st.DrawFn, secret: str) -> bytes:
         encoder = draw(st.sampled_from([base64.b64encode, base64.urlsafe_b64encode]))
         return encoder(before + raw + after)
     if kind in (3, 4):
-        encode = quote if kind == 3 else quote_plus
-        encoded = encode(raw, safe=draw(st.sampled_from(["", "/"])))
+        safe = draw(st.sampled_from(["", "/"]))
+        percent = quote(raw, safe=safe) if kind == 3 else quote_plus(raw, safe=safe)
         if draw(st.booleans()):
-            encoded = re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded)
-        return encoded.encode()
+            percent = re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), percent)
+        return percent.encode()
     if kind == 5:
         return json.dumps(secret, ensure_ascii=draw(st.booleans()))[1:-1].encode()
     return raw  # raw again: the common case, weighted up
@@ -124,13 +124,18 @@ def secret_segment(draw: st.DrawFn, secret: str) -> bytes:
 
 @st.composite
 def log_and_chunks(
-    draw: st.DrawFn, secrets: Sequence[str], extra: st.SearchStrategy[bytes] | None = None
+    draw: st.DrawFn,
+    secrets: Sequence[str],
+    extra: st.SearchStrategy[bytes] | None = None,
+    min_cuts: int = 0,
 ) -> tuple[bytes, list[int]]:
     parts = [NOISE, TRACE, SHAPES] + [secret_segment(secret) for secret in secrets]
-    if extra is not None:
-        parts.append(extra)
-    data = b"".join(draw(st.lists(st.one_of(parts), max_size=25)))
-    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=30)))
+    pieces = draw(st.lists(st.one_of(parts), max_size=25))
+    if extra is not None:  # at least one, anywhere
+        for _ in range(draw(st.integers(1, 3))):
+            pieces.insert(draw(st.integers(0, len(pieces))), draw(extra))
+    data = b"".join(pieces)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), min_size=min_cuts, max_size=30)))
     return data, cuts
 
 
@@ -145,53 +150,58 @@ def stream(ruleset: RuleSet, data: bytes, cuts: Sequence[int]) -> tuple[bytes, C
 
 
 def reference(data: bytes, ruleset: RuleSet) -> tuple[bytes, Counter[str]]:
-    """The documented semantics, run with Python's ``re`` on the whole input at once."""
+    """The documented semantics, run with Python's ``re`` on the whole input at once.
+
+    Rule groups (literals + built-ins, then each custom pattern) are tried in priority order;
+    within a group, at each start the first branch that matches (cut at the group's reach)
+    decides; the leftmost start over all groups wins, ties go to the earlier group.
+    """
     owner: dict[bytes, str] = {}
     for rule in ruleset.rules:
         for form in rule.literals:
             owner.setdefault(form, rule.name)
-    shapes = [r for r in ruleset.rules if not r.literals and not r.custom]
-    branches = [b"|".join(re.escape(f) for f in sorted(owner, key=lambda f: (-len(f), f)))]
-    branches = [b"(?P<lit>" + branches[0] + b")"] if owner else []
-    for number, rule in enumerate(shapes):
-        source = rule.pattern.pattern.replace(b"(?P<secret>", f"(?P<r{number}s>".encode())
-        branches.append(f"(?P<r{number}>".encode() + source + b")")
-    combined = re.compile(b"|".join(branches))
-    customs = [r for r in ruleset.rules if r.custom]
+    literals = sorted(owner, key=lambda f: (-len(f), f))
+    main: list[tuple[re.Pattern[bytes], str | None]] = []
+    if literals:
+        main.append((re.compile(b"|".join(re.escape(f) for f in literals)), None))
+    main += [(r.pattern, r.name) for r in ruleset.rules if not r.literals and not r.custom]
+    groups = [(main, max((r.max_len for r in ruleset.rules if not r.custom), default=1))]
+    groups += [([(r.pattern, r.name)], r.max_len) for r in ruleset.rules if r.custom]
+    groups = [(branches, reach) for branches, reach in groups if branches]
     out: list[bytes] = []
     counts: Counter[str] = Counter()
     pos = 0
     while True:
-        candidates: list[tuple[int, int, int, int, str]] = []  # start, end, cut, cut end, rule
-        found = combined.search(data, pos)
-        if found:
-            group = found.lastgroup
-            assert group is not None
-            name = owner[found.group()] if group == "lit" else shapes[int(group[1:])].name
-            secret = f"{group}s"
-            has_secret = secret in combined.groupindex and found.span(secret)[0] >= 0
-            span = found.span(secret) if has_secret else found.span()
-            candidates.append((found.start(), found.end(), *span, name))
-        for rule in customs:
-            start = pos
-            while (located := rule.pattern.search(data, start)) is not None:
-                at = located.start()
-                hit = rule.pattern.match(data, at, at + rule.max_len)
-                if hit and "secret" in rule.pattern.groupindex and hit.start("secret") >= 0:
-                    span = hit.span("secret")
-                else:
-                    span = hit.span() if hit else (at, at)
-                if hit and span[1] > span[0]:
-                    candidates.append((at, hit.end(), *span, rule.name))
-                    break
-                start = at + 1
-        if not candidates:
+        hits = [hit for branches, reach in groups if (hit := _first(data, pos, branches, reach))]
+        if not hits:
             out.append(data[pos:])
             return b"".join(out), counts
-        start, end, cut, cut_end, name = min(candidates, key=lambda c: c[0])  # stable: priority
-        out += [data[pos:cut], marker(name), data[cut_end:end]]
-        counts[name] += 1
+        start, end, cut, cut_end, name = min(hits, key=lambda hit: hit[0])  # stable: priority
+        out += [data[pos:cut], marker(name or owner[data[start:end]]), data[cut_end:end]]
+        counts[name or owner[data[start:end]]] += 1
         pos = end
+
+
+def _first(
+    data: bytes, pos: int, branches: list[tuple[re.Pattern[bytes], str | None]], reach: int
+) -> tuple[int, int, int, int, str | None] | None:
+    """Leftmost (start, end, cut start, cut end, rule) of one rule group at or after pos."""
+    sources = (p.pattern.replace(b"(?P<secret>", b"(?:") for p, _ in branches)
+    locator = re.compile(b"|".join(b"(?:" + source + b")" for source in sources))
+    while (located := locator.search(data, pos)) is not None:
+        start = located.start()
+        for pattern, name in branches:
+            hit = pattern.match(data, start, start + reach)
+            if hit is None:
+                continue
+            span = hit.span()
+            if "secret" in pattern.groupindex and hit.start("secret") >= 0:
+                span = hit.span("secret")
+            if span[1] > span[0]:
+                return (start, hit.end(), *span, name)
+            break
+        pos = start + 1
+    return None
 
 
 def short_rules(env: dict[str, str]) -> RuleSet:
@@ -240,7 +250,7 @@ def test_full_rules_long_inputs_any_chunking(data: st.DataObject) -> None:
     filler = st.integers(0, 3 * FULL_RULES.max_match).map(
         lambda n: (b"log line \x00\xff\n" * n)[:n]
     )
-    log, cuts = data.draw(log_and_chunks(secrets, st.one_of(LONG_SHAPES, filler)))
+    log, cuts = data.draw(log_and_chunks(secrets, st.one_of(LONG_SHAPES, filler), min_cuts=5))
     log = log + (b"\n" * FULL_RULES.max_match if data.draw(st.booleans()) else b"")
     whole, whole_counts = redact_bytes(log, FULL_RULES)
     streamed, streamed_counts = stream(FULL_RULES, log, cuts)

@@ -104,6 +104,12 @@ class Chain:
                         f"chain slot {self.key(head)} holds no readable record",
                         fix="run `tfaudit verify` and restore the chain before appending",
                     )
+                if _run_folder(prev.data) == run_folder:
+                    # Our record already heads the chain (a second `recover` raced the first,
+                    # or a retry after a lost answer): never append it twice.
+                    return prev, StoredObject(
+                        self.key(head), prev.version_id, prev.sha256, len(prev.data)
+                    )
                 prev_ref = {"seq": head, "sha256": prev.sha256}
                 prev_record = prev.record()
             data = build(seq, prev_ref, prev_record)

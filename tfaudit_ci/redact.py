@@ -8,10 +8,11 @@ Matching semantics (identical for any chunking of the input):
 * Rules are tried at each position in priority order: env-secret literals (longest first),
   then the built-in token shapes, then custom patterns. The leftmost match wins; at the same
   start the higher-priority rule wins; scanning resumes after the match (no overlaps).
-* Every rule has a bounded reach (``Rule.max_len``), which is what lets the stream be cut
-  anywhere: a match is only committed once the bytes it could depend on are buffered, so the
-  carry never exceeds ``RuleSet.max_match`` (+ one block). Custom patterns may be unbounded
-  (``\\S+``); their matches are cut at ``CUSTOM_MAX_MATCH`` bytes.
+* Every match is cut at a bounded reach (``Rule.max_len``: exact for fixed shapes,
+  ``LONG_MATCH_CAP`` for open-ended ones such as private keys, ``CUSTOM_MAX_MATCH`` for custom
+  patterns such as ``\\S+``). That is what lets the stream be cut anywhere: a match is only
+  committed once the bytes it depends on are buffered, so the carry never exceeds
+  ``RuleSet.max_match`` (+ one block).
 * A rule may redact only part of its match: a group named ``secret`` (``label=(?P<secret>…)``)
   keeps the label readable and replaces just the value.
 
@@ -28,7 +29,7 @@ import importlib
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 from urllib.parse import quote, quote_plus
@@ -41,10 +42,13 @@ from tfaudit_ci.errors import ConfigError
 MIN_SECRET_LENGTH = 8
 # Custom patterns may be unbounded; their matches are cut here so the carry stays bounded.
 CUSTOM_MAX_MATCH = 4096
+# Built-in rules with open-ended bodies (private keys, JWTs, Authorization values) are cut
+# here: 16 KiB holds an RSA-8192 PEM key. The DFA scans an open-ended body at full speed,
+# where a counted repetition of this size would build one DFA state per byte.
+LONG_MATCH_CAP = 16384
 # The stream is scanned in blocks of at least this many new bytes (amortises the rescan of the
 # carry); memory is bounded by max_match + SCAN_BLOCK + the size of one fed chunk.
 SCAN_BLOCK = 256 * 1024
-_RE2_MAX_REPEAT = 1000  # RE2 rejects counted repetitions above 1000
 _RE2_MAX_MEM = 64 << 20
 
 _re2: Any = importlib.import_module("re2")
@@ -54,10 +58,6 @@ class _Match(Protocol):
     def start(self, group: int = 0) -> int: ...
     def end(self, group: int = 0) -> int: ...
     def span(self, group: int = 0) -> tuple[int, int]: ...
-    def group(self, group: int = 0) -> bytes | None: ...
-
-    @property
-    def lastindex(self) -> int | None: ...
 
 
 class _Regex(Protocol):
@@ -67,23 +67,13 @@ class _Regex(Protocol):
     def match(self, text: bytes, pos: int = ..., endpos: int = ...) -> _Match | None: ...
 
 
-def _re2_compile(source: bytes) -> _Regex:
+def _re2_compile(source: bytes, capture: bool = True) -> _Regex:
     options = _re2.Options()
+    options.never_capture = not capture
     options.encoding = _re2.Options.Encoding.LATIN1  # bytes in, bytes out: no UTF-8 decoding
     options.log_errors = False
     options.max_mem = _RE2_MAX_MEM
     return cast(_Regex, _re2.compile(source, options=options))
-
-
-def _rep(char_class: str, low: int, high: int) -> str:
-    """``char_class{low,high}`` written so RE2 accepts it (it caps counts at 1000)."""
-    parts = [f"{char_class}{{{low},{min(high, _RE2_MAX_REPEAT)}}}"]
-    rest = high - min(high, _RE2_MAX_REPEAT)
-    while rest > 0:
-        step = min(rest, _RE2_MAX_REPEAT)
-        parts.append(f"{char_class}{{0,{step}}}")
-        rest -= step
-    return "".join(parts)
 
 
 # PEM body characters, including the header lines of encrypted keys (Proc-Type: 4,ENCRYPTED)
@@ -92,7 +82,7 @@ def _rep(char_class: str, low: int, high: int) -> str:
 # after BEGIN is still redacted.
 _PEM_BODY = r"(?:[A-Za-z0-9+/=\\\r\n\t :,]|-[A-Za-z0-9])"
 _PEM_LABEL = r"[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-_PEM = rf"-----BEGIN{_PEM_LABEL}{_rep(_PEM_BODY, 0, 8192)}(?:-----END{_PEM_LABEL})?"
+_PEM = rf"-----BEGIN{_PEM_LABEL}{_PEM_BODY}*(?:-----END{_PEM_LABEL})?"
 _B64URL = "[A-Za-z0-9_-]"
 _QUOTE = r"(?:\\?[\"'])?"  # an optional quote, possibly JSON-escaped (\")
 _ASSIGN = r"[ \t]{0,4}(?:=>|[:=])[ \t]{0,4}"
@@ -100,7 +90,7 @@ _ASSIGN = r"[ \t]{0,4}(?:=>|[:=])[ \t]{0,4}"
 # (name, source, max_len). Order is priority at equal start positions. max_len is checked
 # against Python's own width computation in the tests.
 _BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
-    ("private-key", _PEM, 16526),
+    ("private-key", _PEM, LONG_MATCH_CAP),
     (
         "aws-access-key-id",
         r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}",
@@ -121,8 +111,8 @@ _BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
     ("slack-token", r"xox[baprs]-[A-Za-z0-9-]{10,250}", 255),
     (
         "jwt",
-        rf"eyJ{_rep(_B64URL, 4, 1000)}\.{_rep(_B64URL, 4, 6000)}\.{_rep(_B64URL, 0, 1000)}",
-        8005,
+        rf"eyJ{_B64URL}{{4,}}\.{_B64URL}{{4,}}\.{_B64URL}*",
+        LONG_MATCH_CAP,
     ),
     (
         "azure-account-key",
@@ -132,8 +122,8 @@ _BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
     (
         "authorization-header",
         r"(?i:authorization)[\"'\]]?[ \t]{0,4}[:=][ \t]{0,4}[\[\"']{0,2}"
-        rf"(?i:bearer|basic|token)[ \t]{{1,4}}(?P<secret>{_rep('[A-Za-z0-9._~+/=-]', 8, 4096)})",
-        4131,
+        r"(?i:bearer|basic|token)[ \t]{1,4}(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
+        LONG_MATCH_CAP,
     ),
 )
 
@@ -273,7 +263,9 @@ def _custom_rule(index: int, source: str) -> Rule:
         pattern = re.compile(encoded)
         compiled = _re2_compile(encoded)
     except (re.error, _re2.error) as exc:
-        raise ConfigError(f"redact pattern {source!r} does not compile: {exc}", fix=fix) from exc
+        reason = exc.args[0] if exc.args else exc
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else reason
+        raise ConfigError(f"redact pattern {source!r} does not compile: {reason}", fix=fix) from exc
     if compiled.match(b"") is not None:
         raise ConfigError(
             f"redact pattern {source!r} matches the empty string",
@@ -294,16 +286,37 @@ class _Hit:
     rule: str
 
 
+@dataclass(frozen=True)
+class _Branch:
+    """One rule, matched anchored at a located start. ``rule`` None: the env-literal branch,
+    whose rule is looked up from the matched bytes."""
+
+    regex: _Regex
+    rule: str | None
+    secret_group: int | None
+
+
 class _Scanner:
-    """One RE2 regex over the buffer. ``bounded``: every match fits in ``reach`` bytes."""
+    """Finds the leftmost hit of a group of rules in the buffer.
+
+    The locator is the alternation of all the rules compiled without capture groups, so RE2
+    finds match bounds with its DFA alone; submatch extraction over a 16 KB private-key match
+    would cost milliseconds per match. The rule that matched, and its ``secret`` group, are
+    then found by trying each branch anchored at the start, in priority order: the first that
+    matches there is the one the alternation chose.
+    """
 
     def __init__(
-        self, regex: _Regex, reach: int, bounded: bool, resolve: Callable[[_Match], _Hit | None]
+        self,
+        locator: _Regex,
+        branches: Sequence[_Branch],
+        reach: int,
+        owners: Mapping[bytes, str],
     ) -> None:
-        self.regex = regex
-        self.reach = reach
-        self.bounded = bounded
-        self.resolve = resolve
+        self.locator = locator
+        self.branches = tuple(branches)
+        self.reach = reach  # no match is longer: matches are cut here
+        self.owners = owners
 
     def find(self, buf: bytes, pos: int, safe_end: int, final: bool) -> _Hit | None:
         """Leftmost hit at or after ``pos``; None: no hit starts before ``safe_end``.
@@ -312,87 +325,71 @@ class _Scanner:
         context for end assertions) are in ``buf``, or at the end of the stream.
         """
         while True:
-            found = self.regex.search(buf, pos)
+            found = self.locator.search(buf, pos)
             if found is None:
                 return None
             start = found.start()
             if not final and start >= safe_end:
                 return None
-            if not self.bounded:
-                # The unanchored search over the whole buffer never skips a start where the
-                # truncated match exists (the same span matches there too), so it is a sound
-                # locator; the truncated, anchored match defines the result.
-                found = self.regex.match(buf, start, min(len(buf), start + self.reach))
-            if found is not None and found.end() > start:
-                hit = self.resolve(found)
-                if hit is not None:
-                    return hit
+            # The unanchored search never skips a start where the cut-off match exists (the
+            # same span matches there too: RE2 has no look-around), so it is a sound locator;
+            # the anchored match within ``reach`` (RE2 still sees the bytes after it as
+            # context for \b and $) defines the result.
+            hit = self._identify(buf, start, min(len(buf), start + self.reach))
+            if hit is not None:
+                return hit
             pos = start + 1
 
+    def _identify(self, buf: bytes, start: int, end: int) -> _Hit | None:
+        for branch in self.branches:
+            found = branch.regex.match(buf, start, end)
+            if found is None:
+                continue
+            stop = found.end()
+            cut = (start, stop)
+            if branch.secret_group is not None and found.span(branch.secret_group)[0] >= 0:
+                cut = found.span(branch.secret_group)
+            if cut[1] == cut[0]:  # empty (custom patterns only): no hit at this start
+                return None
+            rule = branch.rule or self.owners[buf[start:stop]]
+            return _Hit(start, stop, cut[0], cut[1], rule)
+        return None
 
-def _group_index(regex: _Regex, name: str) -> int | None:
-    index = regex.groupindex.get(name.encode("ascii"))
-    return index if index is not None else regex.groupindex.get(name)
 
-
-def _hit(found: _Match, group: int, secret_group: int | None, rule: str) -> _Hit:
-    cut_start, cut_end = found.span(group)
-    if secret_group is not None and found.span(secret_group)[0] >= 0:
-        cut_start, cut_end = found.span(secret_group)
-    return _Hit(found.start(group), found.end(group), cut_start, cut_end, rule)
+def _secret_group(regex: _Regex) -> int | None:
+    index = regex.groupindex.get(b"secret")
+    return index if index is not None else regex.groupindex.get("secret")
 
 
 def _compile_scanners(rules: Sequence[Rule]) -> tuple[_Scanner, ...]:
     """One combined scanner for literals and built-ins, plus one per custom pattern."""
-    literal_owner: dict[bytes, str] = {}
+    owners: dict[bytes, str] = {}
     for rule in rules:
         for form in rule.literals:
-            literal_owner.setdefault(form, rule.name)
-    branches: list[bytes] = []
-    shapes = [rule for rule in rules if not rule.literals and not rule.custom]
-    if literal_owner:
-        ordered = sorted(literal_owner, key=lambda form: (-len(form), form))
-        branches.append(b"(?P<lit>" + b"|".join(map(_literal, ordered)) + b")")
-    for number, rule in enumerate(shapes):
-        source = rule.pattern.pattern.replace(b"(?P<secret>", f"(?P<r{number}s>".encode())
-        branches.append(f"(?P<r{number}>".encode() + source + b")")
+            owners.setdefault(form, rule.name)
+    sources: list[tuple[bytes, str | None]] = []
+    if owners:
+        ordered = sorted(owners, key=lambda form: (-len(form), form))
+        sources.append((b"|".join(map(_literal, ordered)), None))
+    for rule in rules:
+        if not rule.literals and not rule.custom:
+            sources.append((rule.pattern.pattern, rule.name))
     scanners: list[_Scanner] = []
-    if branches:
-        regex = _re2_compile(b"|".join(branches))
-        table: dict[int, tuple[str | None, int | None]] = {}
-        lit_group = _group_index(regex, "lit")
-        if lit_group is not None:
-            table[lit_group] = (None, None)
-        for number, rule in enumerate(shapes):
-            group = _group_index(regex, f"r{number}")
-            assert group is not None
-            table[group] = (rule.name, _group_index(regex, f"r{number}s"))
-
-        def resolve_main(found: _Match) -> _Hit:
-            group = found.lastindex
-            assert group is not None
-            name, secret_group = table[group]
-            if name is None:
-                name = literal_owner[found.group(group) or b""]
-            return _hit(found, group, secret_group, name)
-
+    if sources:
+        locator = _re2_compile(b"|".join(b"(?:" + source + b")" for source, _ in sources), False)
+        branches = []
+        for source, name in sources:
+            regex = _re2_compile(source)
+            branches.append(_Branch(regex, name, _secret_group(regex)))
         reach = max(rule.max_len for rule in rules if not rule.custom)
-        scanners.append(_Scanner(regex, reach, True, resolve_main))
+        scanners.append(_Scanner(locator, branches, reach, owners))
     for rule in rules:
         if rule.custom:
-            scanners.append(_custom_scanner(rule))
+            regex = _re2_compile(rule.pattern.pattern)
+            branch = _Branch(regex, rule.name, _secret_group(regex))
+            locator = _re2_compile(rule.pattern.pattern, False)
+            scanners.append(_Scanner(locator, [branch], rule.max_len, {}))
     return tuple(scanners)
-
-
-def _custom_scanner(rule: Rule) -> _Scanner:
-    regex = _re2_compile(rule.pattern.pattern)
-    secret_group = _group_index(regex, "secret")
-
-    def resolve(found: _Match) -> _Hit | None:
-        hit = _hit(found, 0, secret_group, rule.name)
-        return hit if hit.cut_end > hit.cut_start else None
-
-    return _Scanner(regex, rule.max_len, False, resolve)
 
 
 def marker(rule_name: str) -> bytes:

@@ -8,11 +8,14 @@ stop gracefully and release its state lock; a repeated signal escalates.
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import os
+import select
 import signal
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,11 +26,17 @@ from typing import BinaryIO
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.record import utc_now
 from tfaudit_ci.redact import RuleSet, StreamRedactor
-from tfaudit_ci.spool import HashingWriter
+from tfaudit_ci.spool import HashingWriter, tail_path, write_tail
 
 CHUNK = 64 * 1024
 CRASH_MARKERS = (b"TERRAFORM CRASH", b"OPENTOFU CRASH", b"\npanic: ")
 KILL_AFTER_SECONDS = 20.0
+# How stale the spool on disk may be: if tfaudit is SIGKILLed, `recover` finds the output up
+# to the last checkpoint (the log plus the redactor's held-back tail).
+CHECKPOINT_SECONDS = 0.5
+# After a second signal nothing may hold the job past the CI's grace window (GitHub sends
+# SIGKILL 2.5 s after its SIGTERM): a command that lingers is killed so the record can ship.
+KILL_AFTER_SECOND_SIGNAL_SECONDS = 1.5
 
 
 @dataclass
@@ -44,7 +53,7 @@ class _CrashScanner:
     """Finds crash markers across chunk boundaries with a tiny carry."""
 
     def __init__(self) -> None:
-        self._tail = b""
+        self._tail = b"\n"  # the stream's start is a line start: a Go panic often comes first
         self.found = False
 
     def feed(self, chunk: bytes) -> None:
@@ -75,9 +84,16 @@ class _SignalForwarder:
         if self._timer is not None:
             self._timer.cancel()
 
-    def _send(self, sig: int) -> None:
+    def send(self, sig: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
+
+    def _kill_later(self, seconds: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = threading.Timer(seconds, self.send, (signal.SIGKILL,))
+        self._timer.daemon = True
+        self._timer.start()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
@@ -86,14 +102,20 @@ class _SignalForwarder:
             self.first = signum
             # Terraform treats the first SIGINT/SIGTERM as "stop gracefully", the second as
             # "abort now"; if it is still alive long after, nothing else will stop it.
-            self._send(signum)
-            self._timer = threading.Timer(KILL_AFTER_SECONDS, self._send, (signal.SIGKILL,))
-            self._timer.daemon = True
-            self._timer.start()
+            self.send(signum)
+            self._kill_later(KILL_AFTER_SECONDS)
         elif self.count == 2:
-            self._send(signum)
+            self.send(signum)
+            self._kill_later(KILL_AFTER_SECOND_SIGNAL_SECONDS)
         else:
-            self._send(signal.SIGKILL)
+            self.send(signal.SIGKILL)
+
+
+def _provisional_tail(redactor: StreamRedactor) -> bytes:
+    """What the redactor would still emit if the stream ended now, leaving it untouched."""
+    probe = copy.copy(redactor)  # flush() only rebinds the probe's own buffers
+    probe.counts = Counter()
+    return probe.flush()
 
 
 def _pump(
@@ -102,24 +124,33 @@ def _pump(
     redactor: StreamRedactor,
     spool: HashingWriter,
     scanner: _CrashScanner,
-    scanner_lock: threading.Lock,
+    tail: Path,
 ) -> None:
     fd = source.fileno()
     console_ok = True
+    changed = False
+    checkpointed = time.monotonic()
     while True:
-        chunk = os.read(fd, CHUNK)
-        if not chunk:
-            break
-        if console_ok:
-            try:
-                console.write(chunk)
-                console.flush()
-            except (OSError, ValueError):
-                console_ok = False  # a closed console must not stop the audit
-        spool.write(redactor.feed(chunk))
-        with scanner_lock:
+        readable, _, _ = select.select([fd], [], [], CHECKPOINT_SECONDS)
+        if readable:
+            chunk = os.read(fd, CHUNK)
+            if not chunk:
+                break
+            if console_ok:
+                try:
+                    console.write(chunk)
+                    console.flush()
+                except (OSError, ValueError):
+                    console_ok = False  # a closed console must not stop the audit
+            spool.write(redactor.feed(chunk))
             scanner.feed(chunk)
+            changed = True
+        if changed and time.monotonic() - checkpointed >= CHECKPOINT_SECONDS:
+            spool.flush()
+            write_tail(tail, _provisional_tail(redactor))
+            changed, checkpointed = False, time.monotonic()
     spool.write(redactor.flush())
+    write_tail(tail, b"")  # the log is complete: no tail to merge
 
 
 def run_streaming(
@@ -157,24 +188,28 @@ def run_streaming(
             f"cannot start {argv[0]!r}: {exc.strerror}", fix="check the command"
         ) from None
     assert proc.stdout is not None and proc.stderr is not None
-    scanner = _CrashScanner()
-    scanner_lock = threading.Lock()
+    # One scanner per pipe: interleaved stdout bytes must not hide a marker on stderr.
+    scanners = (_CrashScanner(), _CrashScanner())
     redactors = (StreamRedactor(ruleset), StreamRedactor(ruleset))
     threads = [
         threading.Thread(
             target=_pump,
-            args=(pipe, console, redactor, spool, scanner, scanner_lock),
+            args=(pipe, console, redactor, spool, scanner, tail_path(spool.path, number)),
             daemon=True,
         )
-        for pipe, console, redactor in (
-            (proc.stdout, stdout, redactors[0]),
-            (proc.stderr, stderr, redactors[1]),
+        for number, pipe, console, redactor, scanner in (
+            (1, proc.stdout, stdout, redactors[0], scanners[0]),
+            (2, proc.stderr, stderr, redactors[1], scanners[1]),
         )
     ]
     with _SignalForwarder(proc) as forwarder:
         for thread in threads:
             thread.start()
         returncode = proc.wait()
+        if forwarder.first is not None:
+            # Cancelled: whatever of the command's group ignored the signals (a provisioner
+            # that traps them) must not outlive it, hold its pipes or keep changing things.
+            forwarder.send(signal.SIGKILL)
         for thread in threads:
             thread.join()
     proc.stdout.close()
@@ -188,6 +223,6 @@ def run_streaming(
         started_at=started,
         finished_at=utc_now(),
         signal_received=forwarder.first,
-        crashed=scanner.found or (returncode < 0 and forwarder.first is None),
+        crashed=any(s.found for s in scanners) or (returncode < 0 and forwarder.first is None),
         redactions=counts,
     )

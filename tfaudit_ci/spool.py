@@ -17,6 +17,9 @@ STATE_FILE = "state.json"
 RECEIPT_FILE = "receipt.json"
 LOG_FILE = "output.log"
 PLAN_FILE = "plan.json"
+# "output.log.tail-N": what stream N's redactor still holds back, redacted as if the stream
+# ended at the last checkpoint. Only a killed run leaves them; recover appends them.
+TAIL_SUFFIX = ".tail-"
 
 
 class HashingWriter:
@@ -45,6 +48,16 @@ class HashingWriter:
             self._sha.update(data)
             self._md5.update(data)
             self._size += len(data)
+
+    def flush(self) -> None:
+        """Push buffered bytes to the OS, so that a SIGKILL of this process loses none."""
+        with self._lock:
+            if self.error is not None:
+                return
+            try:
+                self._handle.flush()
+            except OSError as exc:
+                self.error = exc
 
     def close(self) -> Digests:
         with self._lock:
@@ -79,6 +92,37 @@ def make_spool_dir(work_dir: Path, run_folder: str) -> Path:
             fix="point --work-dir (or TFAUDIT_WORK_DIR) at a writable directory",
         ) from None
     return path
+
+
+def tail_path(log: Path, stream_number: int) -> Path:
+    return log.with_name(f"{log.name}{TAIL_SUFFIX}{stream_number}")
+
+
+def write_tail(path: Path, data: bytes) -> None:
+    """Replace a checkpoint tail atomically; best effort (a full disk only loses the tail)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        if data:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def merge_tails(log: Path) -> None:
+    """Append the checkpoint tails a killed run left to its log, then drop them."""
+    tails = sorted(log.parent.glob(log.name + TAIL_SUFFIX + "[0-9]"))
+    if not tails:
+        return
+    with log.open("ab") as handle:
+        for tail in tails:
+            handle.write(tail.read_bytes())
+        handle.flush()
+        os.fsync(handle.fileno())
+    for tail in tails:
+        tail.unlink()
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

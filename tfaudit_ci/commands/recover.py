@@ -17,6 +17,7 @@ from tfaudit_ci.chain import Chain
 from tfaudit_ci.commands.run import default_work_dir
 from tfaudit_ci.config import Config
 from tfaudit_ci.errors import TfauditError
+from tfaudit_ci.identity import IDENTITY_ARTIFACT
 from tfaudit_ci.record import parse_iso, utc_now
 from tfaudit_ci.ship import Artifact, ship_record
 from tfaudit_ci.signing import make_signer
@@ -26,6 +27,7 @@ from tfaudit_ci.spool import (
     RECEIPT_FILE,
     STATE_FILE,
     file_digests,
+    merge_tails,
     read_json,
     write_json,
 )
@@ -78,9 +80,10 @@ def recover_one(spool: Path, config: Config, env: Mapping[str, str]) -> dict[str
     run_folder = str(state["run_folder"])
     existing = already_recorded(store, stream, run_folder)
     if existing is None:
+        merge_tails(spool / LOG_FILE)  # the output a killed run still held in memory
         artifacts = [
             Artifact(name, spool / name, file_digests(spool / name))
-            for name in (LOG_FILE, PLAN_FILE)
+            for name in (LOG_FILE, PLAN_FILE, IDENTITY_ARTIFACT)
             if (spool / name).is_file()
         ]
         status = state.get("status") or "interrupted"
@@ -98,6 +101,7 @@ def recover_one(spool: Path, config: Config, env: Mapping[str, str]) -> dict[str
             "ci": state.get("ci") or {},
             "plan": None,
             "redactions": {},
+            "identity": state.get("identity"),
         }
         options = config.store_options()
         shipment = ship_record(

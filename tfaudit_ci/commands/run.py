@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,7 @@ def execute(
     env: Mapping[str, str],
     cwd: Path,
     console: Console,
+    pending_signals: Sequence[int] = (),
 ) -> RunResult:
     store_url = config.require_store()
     store = open_store(store_url, config.store_options())
@@ -137,6 +139,17 @@ def execute(
         emit_masks(rules.masked_values(), sys.stdout)
         sys.stdout.flush()
 
+    if pending_signals:
+        # Cancelled during preflight: the command must not start, and there is nothing to ship.
+        return RunResult(
+            exit_code=128 + pending_signals[0],
+            command_exit_code=None,
+            status="not-run",
+            audit_ok=False,
+            store=store.uri,
+            stream=stream,
+            error="interrupted before the command started; nothing was run or recorded",
+        )
     started = utc_now()
     run_folder = run_folder_name(started, ci.run_id, ci.attempt)
     work_dir = Path(config.work_dir) if config.work_dir else default_work_dir(env, cwd)
@@ -219,6 +232,18 @@ class RunContext:
 
 
 def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
+    # CI identity evidence (issue 3): the OIDC token is short-lived, so mint it before the
+    # command runs; a job that cannot mint one is recorded without it, never failed.
+    from tfaudit_ci.identity import identity_for_run
+
+    identity, identity_path = identity_for_run(
+        ctx.env,
+        audience=ctx.config.oidc_audience,
+        gitlab_var=ctx.config.gitlab_id_token_var,
+        spool_dir=ctx.spool_dir,
+        warn=ctx.console.messages.write,
+    )
+    ctx.state["identity"] = identity  # for `tfaudit recover`, with identity.json in the spool
     writer = HashingWriter(ctx.spool_dir / LOG_FILE)
     try:
         outcome = run_streaming(
@@ -230,20 +255,25 @@ def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
             stdout=ctx.console.stdout,
             stderr=ctx.console.stderr,
         )
+    except ConfigError:
+        # The command never started: nothing ran, so there is nothing to ship or recover.
+        shutil.rmtree(ctx.spool_dir, ignore_errors=True)
+        result.spool_dir = result.log_path = None
+        raise
     finally:
         log_digests = writer.close()
     status = status_of(outcome, ctx.inv)
     result.command_exit_code = outcome.exit_code
     result.status = status
-    ctx.state.update(
-        status=status, exit_code=outcome.exit_code, finished_at=iso(outcome.finished_at)
-    )
-    write_json(ctx.spool_dir / STATE_FILE, ctx.state)
-    if writer.error is not None:
+    if writer.error is not None:  # checked first: on a full disk the state write fails too
         raise errors.UploadError(
             f"the spool could not be written ({writer.error.strerror}); the log is incomplete",
             fix=f"free space in {ctx.work_dir} or point --work-dir elsewhere",
         )
+    ctx.state.update(
+        status=status, exit_code=outcome.exit_code, finished_at=iso(outcome.finished_at)
+    )
+    write_json(ctx.spool_dir / STATE_FILE, ctx.state)
 
     capture = _capture(ctx.inv, outcome, ctx.env, ctx.cwd, ctx.rules)
     artifacts = [Artifact("output.log", ctx.spool_dir / LOG_FILE, log_digests)]
@@ -266,6 +296,8 @@ def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
         )
         plan_path = Path(capture.plan_file)
         artifacts.append(Artifact("tfplan.bin", plan_path, file_digests(plan_path)))
+    if identity_path is not None:
+        artifacts.append(Artifact(identity_path.name, identity_path, file_digests(identity_path)))
 
     fields: dict[str, Any] = {
         "command": ctx.redacted_argv,
@@ -283,6 +315,7 @@ def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
         "ci": ctx.ci.to_dict(),
         "plan": capture.record_fields() if capture else None,
         "redactions": dict(outcome.redactions),
+        "identity": identity,
     }
     # Should this process die while shipping, `tfaudit recover` finds all it needs here.
     ctx.state.update(tool=fields["tool"], workspace=fields["workspace"])
@@ -337,10 +370,12 @@ def summary_line(result: RunResult) -> str:
             f"tfaudit: {result.status} (exit {result.exit_code}{plan}); record seq "
             f"{result.seq} at {result.record_uri} sha256 {result.record_sha256}"
         )
+    if result.status == "not-run" and result.exit_code in (errors.EXIT_SIGINT, errors.EXIT_SIGTERM):
+        return f"tfaudit: {result.error} (exit {result.exit_code})"
     return (
         f"tfaudit: AUDIT FAILED (exit {result.exit_code}; command status {result.status}, "
-        f"exit {result.command_exit_code}): {result.error}; the spool is kept at "
-        f"{result.spool_dir}"
+        f"exit {result.command_exit_code}): {result.error}"
+        + (f"; the spool is kept at {result.spool_dir}" if result.spool_dir else "")
     )
 
 
@@ -349,7 +384,7 @@ def main_run(
 ) -> int:
     console = Console(sys.stdout.buffer, sys.stderr.buffer, sys.stderr)
     with deferred_signals() as received:
-        result = execute(command, config, env, cwd, console)
+        result = execute(command, config, env, cwd, console, pending_signals=received)
     if received and result.audit_ok and result.exit_code not in (130, 143):
         result.exit_code = 128 + received[0]
     sys.stderr.write(summary_line(result) + "\n")

@@ -1,14 +1,122 @@
-"""``tfaudit verify`` (being built: see issue 3)."""
+"""``tfaudit verify``: walk a stream's chain and report every problem (exit 24 on any)."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
+import re
+import sys
 from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from tfaudit_ci import errors
 from tfaudit_ci.config import Config
-from tfaudit_ci.errors import ConfigError
+from tfaudit_ci.errors import ConfigError, TfauditError, VerifyError
+
+if TYPE_CHECKING:
+    from tfaudit_ci.verify.model import VerifyOptions
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_time(text: str, flag: str) -> dt.datetime:
+    """ISO-8601 (a date, or a date and time; no zone means UTC)."""
+    try:
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{flag} {text!r} is not an ISO-8601 time", fix=f"e.g. {flag} 2024-05-01T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """``2d``, ``12h``, ``30m``, ``1d12h``, ``1w``."""
+    compact = text.strip().lower()
+    parts = _DURATION_PART.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ConfigError(f"--max-age {text!r} is not a duration", fix="use e.g. 2d, 12h, 30m")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"--max-age {text!r} must be positive", fix="use e.g. 2d")
+    return dt.timedelta(seconds=seconds)
+
+
+def load_jwks(path_text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path_text).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read --jwks {path_text}: {exc.strerror}") from None
+    except (ValueError, UnicodeDecodeError):
+        raise ConfigError(f"--jwks {path_text} is not JSON", fix="save the issuer's JWKS") from None
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ConfigError(
+            f'--jwks {path_text} is not a JWKS (no "keys" list)',
+            fix="e.g. curl https://token.actions.githubusercontent.com/.well-known/jwks",
+        )
+    return data
+
+
+def _stream(config: Config, env: Mapping[str, str]) -> str:
+    from tfaudit_ci.ci import default_stream, detect
+    from tfaudit_ci.commands.run import checked_stream
+
+    if config.stream:
+        return checked_stream(config.stream)
+    cwd = Path.cwd()
+    return default_stream(detect(env, cwd=cwd), cwd, env=env)
+
+
+def build_options(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> VerifyOptions:
+    from tfaudit_ci.signing import make_verifier
+    from tfaudit_ci.verify.model import VerifyOptions
+
+    if ns.parallelism < 1 or ns.parallelism > 256:
+        raise ConfigError(f"--parallelism {ns.parallelism} is out of range", fix="use 1..256")
+    if ns.min_remaining_days < 0:
+        raise ConfigError("--min-remaining-days must not be negative")
+    since = parse_time(ns.since, "--since") if ns.since else None
+    until = parse_time(ns.until, "--until") if ns.until else None
+    if since and until and since >= until:
+        raise ConfigError("--since must be before --until")
+    return VerifyOptions(
+        stream=_stream(config, env),
+        policy=config.policy,
+        since=since,
+        until=until,
+        min_remaining_days=ns.min_remaining_days,
+        max_age=parse_duration(ns.max_age) if ns.max_age else None,
+        verifier=make_verifier(key=ns.key, public_key=ns.public_key, kms_key=ns.kms_key, env=env),
+        trusted_jwks=load_jwks(ns.jwks) if ns.jwks else None,
+        parallelism=ns.parallelism,
+    )
 
 
 def main_verify(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
-    del ns, config, env
-    raise ConfigError("tfaudit verify is not available in this build", fix="upgrade tfaudit-ci")
+    from tfaudit_ci.stores import open_store
+    from tfaudit_ci.verify.report import summary_line, text_lines, to_json
+    from tfaudit_ci.verify.walk import verify_stream
+
+    options = build_options(ns, config, env)
+    store = open_store(config.require_store(), config.store_options())
+    try:
+        result = verify_stream(store, options)
+    except TfauditError:
+        raise
+    except Exception as exc:  # the listing failed: nothing could be verified
+        from tfaudit_ci.stores.s3_errors import describe
+
+        summary, fix = describe(exc, f"listing stream {options.stream!r} in {store.uri}")
+        raise VerifyError(summary, fix=fix) from None
+    if ns.json:
+        from tfaudit_ci.cli import print_json
+
+        print_json(to_json(result))
+        sys.stderr.write(summary_line(result) + "\n")
+    else:
+        sys.stdout.write("\n".join(text_lines(result)) + "\n")
+        sys.stdout.flush()
+    return 0 if result.ok else errors.EXIT_VERIFY

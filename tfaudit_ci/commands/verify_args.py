@@ -6,13 +6,27 @@ import argparse
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", metavar="TIME", help="only records started at/after TIME")
-    parser.add_argument("--until", metavar="TIME", help="only records started before TIME")
+    parser.add_argument("--since", metavar="TIME", help="only records started at/after TIME (ISO)")
+    parser.add_argument("--until", metavar="TIME", help="only records started before TIME (ISO)")
     parser.add_argument("--key", metavar="SPEC", help="trusted HMAC key: hmac:env:VAR")
-    parser.add_argument("--public-key", metavar="FILE", help="trusted Ed25519 public key (PEM)")
-    parser.add_argument("--kms-key", metavar="ID", help="trusted AWS KMS key id or ARN")
+    parser.add_argument(
+        "--public-key", metavar="FILE", help="trusted Ed25519 or EC P-256 public key (PEM)"
+    )
+    parser.add_argument(
+        "--kms-key", metavar="ID", help="trusted AWS KMS key id or ARN (public key fetched once)"
+    )
     parser.add_argument("--jwks", metavar="FILE", help="trusted JWKS for identity evidence")
-    parser.add_argument("--min-remaining-days", metavar="N", type=int, default=0)
-    parser.add_argument("--max-age", metavar="DURATION", help="fail if the head is older (e.g. 2d)")
-    parser.add_argument("--parallelism", metavar="N", type=int, default=16)
+    parser.add_argument(
+        "--min-remaining-days",
+        metavar="N",
+        type=int,
+        default=0,
+        help="fail objects whose retention ends within N days",
+    )
+    parser.add_argument(
+        "--max-age", metavar="DURATION", help="fail if the newest record is older (2d, 12h, 30m)"
+    )
+    parser.add_argument(
+        "--parallelism", metavar="N", type=int, default=16, help="concurrent reads (default 16)"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")

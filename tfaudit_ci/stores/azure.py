@@ -46,7 +46,7 @@ _MGMT_PERMISSION = (
 )
 _ROLE_FIX = (
     "assign the writer identity 'Storage Blob Data Contributor' on the container, plus "
-    "blobs/immutableStorage/runAsSuperUser/action to set per-blob policies (see docs/clouds.md)"
+    "blobs/immutableStorage/runAsSuperUser/action to set per-blob policies (README: cloud stores)"
 )
 
 
@@ -160,12 +160,12 @@ def translate(exc: BaseException, action: str, error: type[TfauditError]) -> Tfa
         return error(
             f"{action}: no usable Azure credentials ({type(exc).__name__})",
             fix="log in first (azure/login with a federated credential, or "
-            "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_FEDERATED_TOKEN_FILE); see docs/clouds.md",
+            "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_FEDERATED_TOKEN_FILE); README: cloud stores",
         )
     if code == "ContainerNotFound":
         return error(
             f"{action}: the container does not exist",
-            fix="create it with version-level immutability (see docs/clouds.md), or fix the "
+            fix="create it with version-level immutability (README: cloud stores), or fix the "
             "container name in the store URL",
         )
     if status == 403 or code.startswith("Authorization"):

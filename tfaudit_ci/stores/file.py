@@ -159,7 +159,9 @@ class FileStore:
                 dst.flush()
                 os.fsync(dst.fileno())
         except OSError as exc:
-            raise UploadError(f"cannot write {what}: {exc.strerror}", fix="free disk space") from None
+            raise UploadError(
+                f"cannot write {what}: {exc.strerror}", fix="free disk space"
+            ) from None
 
     def put_file(
         self, key: str, path: Path, digests: Digests, retain_until: dt.datetime, policy: Policy

@@ -27,7 +27,7 @@ from tfaudit_ci.stores.base import (
     StoredObject,
     VersionInfo,
 )
-from tfaudit_ci.stores.s3_errors import describe, error_code, http_status
+from tfaudit_ci.stores.s3_errors import clock_skew, describe, error_code, http_status
 
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
 
@@ -98,7 +98,7 @@ class S3Store:
                     fix="create it with Object Lock enabled (see examples/terraform/)",
                 ) from None
             summary, fix = describe(exc, f"checking bucket {self.bucket!r}")
-            if status == 403:
+            if status == 403 and clock_skew(exc) is None:
                 fix = "grant s3:ListBucket on the bucket (and check the region)"
             raise PreflightError(summary, fix=fix) from None
         try:
@@ -167,6 +167,9 @@ class S3Store:
             raise
         except Exception as exc:
             summary, fix = describe(exc, f"uploading {full}")
+            if error_code(exc) == "AccessDenied":
+                fix = "grant the writer role s3:PutObject and s3:PutObjectRetention (a PUT that "
+                fix += "carries its own lock needs both) on the bucket's objects"
             raise UploadError(summary, fix=fix) from None
         if not version_id:
             raise UploadError(
@@ -287,7 +290,7 @@ class S3Store:
             if http_status(exc) in {404, 405} or error_code(exc) in {"NoSuchKey", "NoSuchVersion"}:
                 return None
             summary, fix = describe(exc, f"reading back {full}")
-            if error_code(exc) in {"AccessDenied", "403"}:
+            if error_code(exc) in {"AccessDenied", "403"} and clock_skew(exc) is None:
                 fix = "grant s3:GetObjectVersion and s3:GetObjectRetention to the writer role"
             raise ReadbackError(summary, fix=fix) from None
         etag = str(head.get("ETag", "")).strip('"') or None

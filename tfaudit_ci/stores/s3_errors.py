@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 from typing import Any
+
+# S3 refuses requests more than 15 minutes off; warn well before that.
+CLOCK_SKEW_LIMIT = dt.timedelta(minutes=5)
 
 _FIXES: dict[str, str] = {
     "NoSuchBucket": "create the bucket with Object Lock enabled, or fix the bucket name",
@@ -23,6 +28,10 @@ _FIXES: dict[str, str] = {
     "SlowDown": "the store throttled every retry: retry later or raise --max-attempts",
     "ServiceUnavailable": "the store is unavailable: retry later",
     "InternalError": "the store failed: retry later",
+    # HEAD answers carry no error document: only the status code is known.
+    "403": "grant the writer role the permissions listed in the README (IAM section)",
+    "500": "the store failed: retry later",
+    "503": "the store is unavailable or throttling: retry later or raise --max-attempts",
 }
 
 
@@ -47,6 +56,26 @@ def http_status(exc: BaseException) -> int | None:
     return None
 
 
+def clock_skew(exc: BaseException, now: dt.datetime | None = None) -> dt.timedelta | None:
+    """How far this machine's clock is from the store's ``Date``, if beyond the limit.
+
+    A skewed request to HeadBucket/HeadObject fails with a bare 403 (no error code), which
+    would otherwise read as a permissions problem.
+    """
+    response: Any = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    try:
+        server = email.utils.parsedate_to_datetime(str(headers.get("date", "")))
+    except (TypeError, ValueError):
+        return None
+    if server.tzinfo is None:
+        return None
+    skew = (now or dt.datetime.now(dt.timezone.utc)) - server
+    return skew if abs(skew) > CLOCK_SKEW_LIMIT else None
+
+
 def describe(exc: BaseException, action: str) -> tuple[str, str]:
     """(summary, fix) for an exception raised by boto3 during ``action``."""
     from botocore import exceptions as bx
@@ -67,6 +96,15 @@ def describe(exc: BaseException, action: str) -> tuple[str, str]:
             f"{action}: the store timed out ({exc})",
             "retry; raise --read-timeout if it persists",
         )
+    if isinstance(exc, bx.ClientError) and http_status(exc) == 403:
+        skew = clock_skew(exc)
+        if skew is not None:
+            minutes = round(skew.total_seconds() / 60)
+            return (
+                f"{action}: RequestTimeTooSkewed (this machine's clock is {abs(minutes)} minutes "
+                f"{'ahead of' if minutes > 0 else 'behind'} the store's)",
+                _FIXES["RequestTimeTooSkewed"],
+            )
     if isinstance(exc, bx.ClientError):
         code = error_code(exc) or "error"
         message = exc.response.get("Error", {}).get("Message") or ""

@@ -1,0 +1,215 @@
+"""Store I/O for verify: one listing of every version under the stream, then parallel reads.
+
+Each read returns the version's server state (lock mode, retain-until) together with a
+SHA-256 computed while streaming, so nothing large is held in memory. On S3 one GetObject
+gives both (its response carries the lock headers); other stores use ``head`` then
+``iter_version`` from the Store protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+from tfaudit_ci.stores.base import ObjectState, Store, VersionInfo
+from tfaudit_ci.verify.model import Fetched
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+CHUNK = 1 << 20
+# Records and evidence are read whole; anything larger than this is only hashed.
+KEEP_LIMIT = 4 << 20
+# Servers cap a listing page at their own maximum (1000 on AWS, Ceph, MinIO), so asking
+# for more is harmless there; servers without a cap (moto) answer in far fewer pages,
+# which matters because each of their pages costs time proportional to the whole bucket.
+LIST_PAGE_SIZE = 100_000
+
+
+class Reader(Protocol):
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
+        """Every version and delete marker under ``prefix``: each key's oldest first."""
+        ...
+
+    def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched: ...
+
+
+def parallel_map(function: Callable[[_T], _R], items: Iterable[_T], workers: int) -> list[_R]:
+    """``map`` with at most ``workers`` calls in flight; results in input order."""
+    items = list(items)
+    if workers <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tfaudit-verify") as pool:
+        return list(pool.map(function, items))
+
+
+def _digest(chunks: Iterable[bytes], keep: bool) -> tuple[str, int, bytes | None]:
+    sha = hashlib.sha256()
+    size = 0
+    kept: list[bytes] | None = [] if keep else None
+    for chunk in chunks:
+        sha.update(chunk)
+        size += len(chunk)
+        if kept is not None:
+            if size > KEEP_LIMIT:
+                kept = None
+            else:
+                kept.append(chunk)
+    return sha.hexdigest(), size, b"".join(kept) if kept is not None else None
+
+
+class StoreReader:
+    """Any Store: ``head`` for the state, ``iter_version`` for the bytes."""
+
+    def __init__(self, store: Store, parallelism: int) -> None:
+        self.store = store
+        self.parallelism = parallelism
+
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
+        lister = getattr(self.store, "list_versions", None)
+        if callable(lister):
+            yield from lister(prefix)
+            return
+        keys = list(self.store.list_keys(prefix))
+        for versions in parallel_map(self.store.versions, keys, self.parallelism):
+            yield from versions
+
+    def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched:
+        try:
+            state = self.store.head(key, version_id)
+            if state is None:
+                return Fetched(key, version_id, None)
+            sha, size, data = _digest(self.store.iter_version(key, version_id, CHUNK), keep)
+        except FileNotFoundError:
+            return Fetched(key, version_id, None)
+        except Exception as exc:  # any backend failure becomes a reported problem
+            return Fetched(key, version_id, None, error=_describe(exc))
+        return Fetched(key, version_id, state, sha, size, data)
+
+
+def _describe(exc: BaseException) -> str:
+    from tfaudit_ci.errors import TfauditError
+
+    if isinstance(exc, TfauditError):
+        return exc.summary
+    code = _s3_code(exc)
+    return f"{type(exc).__name__}{f' ({code})' if code else ''}: {exc}"[:300]
+
+
+def _s3_code(exc: BaseException) -> str | None:
+    from tfaudit_ci.stores.s3_errors import error_code
+
+    return error_code(exc)
+
+
+_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "405", "MethodNotAllowed", "InvalidArgument"}
+
+
+class S3Reader:
+    """S3: a listing with ListObjectVersions, and one GetObject per version."""
+
+    def __init__(self, store: Any, parallelism: int) -> None:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        self.bucket: str = store.bucket
+        self.prefix: str = store.prefix
+        options = store.options
+        # Our own client: the store's connection pool is smaller than --parallelism.
+        config = store.client.meta.config.merge(
+            BotoConfig(max_pool_connections=max(10, parallelism + 2))
+        )
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=options.endpoint_url,
+            region_name=options.region or store.client.meta.region_name,
+            config=config,
+        )
+
+    def _full(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_object_versions")
+        pending: dict[str, list[VersionInfo]] = {}
+        order: list[str] = []
+        pages = paginator.paginate(
+            Bucket=self.bucket,
+            Prefix=self._full(prefix),
+            PaginationConfig={"PageSize": LIST_PAGE_SIZE},
+        )
+        for page in pages:
+            for item in page.get("Versions", []):
+                key = str(item["Key"])[strip:]
+                if key not in pending:
+                    pending[key] = []
+                    order.append(key)
+                pending[key].append(
+                    VersionInfo(
+                        key,
+                        str(item["VersionId"]),
+                        False,
+                        item.get("LastModified"),
+                        int(item.get("Size", 0)),
+                    )
+                )
+            for marker in page.get("DeleteMarkers", []):
+                key = str(marker["Key"])[strip:]
+                if key not in pending:
+                    pending[key] = []
+                    order.append(key)
+                pending[key].append(
+                    VersionInfo(key, str(marker["VersionId"]), True, marker.get("LastModified"))
+                )
+        for key in order:
+            yield from _oldest_first(pending[key])
+
+    def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched:
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._full(key), VersionId=version_id
+            )
+        except Exception as exc:
+            if _s3_code(exc) in _MISSING_CODES:
+                return Fetched(key, version_id, None)
+            return Fetched(key, version_id, None, error=_describe(exc))
+        body = response["Body"]
+        try:
+            sha, size, data = _digest(body.iter_chunks(CHUNK), keep)
+        except Exception as exc:
+            return Fetched(key, version_id, None, error=_describe(exc))
+        finally:
+            body.close()
+        state = ObjectState(
+            key=key,
+            version_id=version_id,
+            size=int(response.get("ContentLength", size)),
+            lock_mode=response.get("ObjectLockMode"),
+            retain_until=response.get("ObjectLockRetainUntilDate"),
+        )
+        return Fetched(key, version_id, state, sha, size, data)
+
+
+def _oldest_first(versions: list[VersionInfo]) -> list[VersionInfo]:
+    """S3 lists a key's versions newest first; delete markers come in a separate array."""
+    real = [v for v in versions if not v.is_delete_marker]
+    real.reverse()  # listing order is authoritative for versions; timestamps can tie
+    markers = [v for v in versions if v.is_delete_marker]
+    if not markers:
+        return real
+    import datetime as dt
+
+    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    merged = real + sorted(markers, key=lambda v: v.last_modified or epoch)
+    merged.sort(key=lambda v: v.last_modified or epoch)  # stable: keeps version order on ties
+    return merged
+
+
+def reader_for(store: Store, parallelism: int) -> Reader:
+    from tfaudit_ci.stores.s3 import S3Store
+
+    if isinstance(store, S3Store):
+        return S3Reader(store, parallelism)
+    return StoreReader(store, parallelism)

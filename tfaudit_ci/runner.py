@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as dt
+import fcntl
 import os
 import select
 import signal
@@ -28,7 +29,10 @@ from tfaudit_ci.record import utc_now
 from tfaudit_ci.redact import RuleSet, StreamRedactor
 from tfaudit_ci.spool import HashingWriter, tail_path, write_tail
 
-CHUNK = 64 * 1024
+CHUNK = 1024 * 1024
+# Linux pipes hold 64 KiB by default; a larger pipe means fewer, larger reads per byte.
+PIPE_SIZE = 1024 * 1024
+_F_SETPIPE_SZ = 1031
 CRASH_MARKERS = (b"TERRAFORM CRASH", b"OPENTOFU CRASH", b"\npanic: ")
 KILL_AFTER_SECONDS = 20.0
 # How stale the spool on disk may be: if tfaudit is SIGKILLed, `recover` finds the output up
@@ -59,9 +63,10 @@ class _CrashScanner:
     def feed(self, chunk: bytes) -> None:
         if self.found:
             return
-        window = self._tail + chunk
-        self.found = any(marker in window for marker in CRASH_MARKERS)
-        self._tail = window[-32:]
+        # The chunk itself, then only the seam with the previous one: no copy of the chunk.
+        seam = self._tail + chunk[:32]
+        self.found = any(marker in chunk or marker in seam for marker in CRASH_MARKERS)
+        self._tail = (self._tail + chunk)[-32:] if len(chunk) < 32 else chunk[-32:]
 
 
 class _SignalForwarder:
@@ -127,6 +132,8 @@ def _pump(
     tail: Path,
 ) -> None:
     fd = source.fileno()
+    with contextlib.suppress(OSError):  # not Linux, or over the user's pipe limit: keep 64 KiB
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
     console_ok = True
     changed = False
     checkpointed = time.monotonic()

@@ -58,7 +58,7 @@ def check_state(
     what: str,
     size: int,
     sha256: str,
-    md5_candidates: set[str],
+    md5_candidates: Callable[[], set[str]],
     policy: Policy,
     minimum_retain: dt.datetime,
     check_lock: bool,
@@ -72,7 +72,8 @@ def check_state(
         raise ReadbackError(f"read-back: {what} has {state.size} bytes, expected {size}")
     if state.sha256 is not None and state.sha256 != sha256:
         raise ReadbackError(f"read-back: {what} sha256 differs from what was uploaded")
-    if state.sha256 is None and state.md5 is not None and state.md5 not in md5_candidates:
+    # The candidates (a multipart ETag means re-reading the file) only when they are needed.
+    if state.sha256 is None and state.md5 is not None and state.md5 not in md5_candidates():
         raise ReadbackError(f"read-back: {what} MD5/ETag differs from what was uploaded")
     if not check_lock:
         return
@@ -110,9 +111,13 @@ def upload_artifacts(
         obj = store.put_file(key, artifact.path, artifact.digests, retain_until, policy)
         stored.append((artifact, obj))
     for artifact, obj in stored:
-        candidates = {artifact.digests.md5}
-        if artifact.digests.size > multipart_threshold:
-            candidates.add(multipart_etag(artifact.path, part_size))
+
+        def candidates(artifact: Artifact = artifact) -> set[str]:
+            found = {artifact.digests.md5}
+            if artifact.digests.size > multipart_threshold:
+                found.add(multipart_etag(artifact.path, part_size))
+            return found
+
         check_state(
             store.head(obj.key, obj.version_id),
             what=obj.key,
@@ -154,7 +159,7 @@ def append_record(
         what=obj.key,
         size=len(slot.data),
         sha256=slot.sha256,
-        md5_candidates={hashlib.md5(slot.data, usedforsecurity=False).hexdigest()},
+        md5_candidates=lambda: {hashlib.md5(slot.data, usedforsecurity=False).hexdigest()},
         policy=policy,
         minimum_retain=retain_until - RETAIN_SLACK,
         check_lock=check_lock,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import threading
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,51 +24,83 @@ TAIL_SUFFIX = ".tail-"
 
 
 class HashingWriter:
-    """Thread-safe appender that keeps sha256, md5 and size of what it wrote."""
+    """Appender that keeps sha256 and size of what it wrote (and md5, at close).
+
+    Writing and hashing happen on a worker thread behind a small bounded queue: both release
+    the GIL, so they overlap with the pump threads' redaction instead of adding to it, and the
+    queue bounds the memory held in flight. The MD5 some stores want is computed at close,
+    from the page cache, so it never slows the wrapped command's output.
+    """
+
+    QUEUE_CHUNKS = 16
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handle: BinaryIO = path.open("xb")
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_CHUNKS)
         self._sha = hashlib.sha256()
-        self._md5 = hashlib.md5(usedforsecurity=False)
         self._size = 0
+        self._closed = False
+        self._md5 = ""
         self.error: OSError | None = None
+        self._worker = threading.Thread(target=self._drain, name="spool-writer", daemon=True)
+        self._worker.start()
+
+    def _drain(self) -> None:
+        while True:
+            data = self._queue.get()
+            try:
+                if data is None:
+                    return
+                if self.error is None:
+                    try:
+                        self._handle.write(data)
+                    except OSError as exc:  # e.g. ENOSPC: remember it, keep the console flowing
+                        self.error = exc
+                    else:
+                        self._sha.update(data)
+                        self._size += len(data)
+            finally:
+                self._queue.task_done()
 
     def write(self, data: bytes) -> None:
-        if not data:
-            return
-        with self._lock:
-            if self.error is not None:
-                return
-            try:
-                self._handle.write(data)
-            except OSError as exc:  # e.g. ENOSPC: remember it, keep the console flowing
-                self.error = exc
-                return
-            self._sha.update(data)
-            self._md5.update(data)
-            self._size += len(data)
+        if data and not self._closed:
+            self._queue.put(data)
 
     def flush(self) -> None:
-        """Push buffered bytes to the OS, so that a SIGKILL of this process loses none."""
-        with self._lock:
-            if self.error is not None:
-                return
-            try:
-                self._handle.flush()
-            except OSError as exc:
-                self.error = exc
+        """Push every byte written so far to the OS, so a SIGKILL of this process loses none."""
+        self._queue.join()
+        if self.error is not None:
+            return
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            self.error = exc
 
     def close(self) -> Digests:
-        with self._lock:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+            self._worker.join()
             try:
                 self._handle.flush()
                 os.fsync(self._handle.fileno())
             except OSError as exc:
                 self.error = self.error or exc
             self._handle.close()
-            return Digests(self._sha.hexdigest(), self._md5.hexdigest(), self._size)
+            self._md5 = _md5_of(self.path) if self.error is None else ""
+        return Digests(self._sha.hexdigest(), self._md5, self._size)
+
+
+def _md5_of(path: Path) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    try:
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                md5.update(chunk)
+    except OSError:
+        return ""
+    return md5.hexdigest()
 
 
 def file_digests(path: Path) -> Digests:

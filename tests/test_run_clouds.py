@@ -12,46 +12,20 @@ from __future__ import annotations
 import json
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.emulators import (
     AZURITE_ACCOUNT,
     AzuriteEmulator,
     Emulator,
-    EmulatorUnavailable,
     FaultProxy,
-    start_azurite,
-    start_fake_gcs,
 )
 from tests.tfaudit_proc import result_json, tfaudit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STREAM = "acme/cloud"
 SCRIPT = "print('terraform apply output: 3 added')"
-
-
-@pytest.fixture(scope="module")
-def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    try:
-        server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
-    except EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteEmulator]:
-    try:
-        server = start_azurite(tmp_path_factory.mktemp("azurite"))
-    except EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
 
 
 def _gcs_client(url: str) -> Any:

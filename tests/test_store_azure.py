@@ -29,10 +29,8 @@ from tests.emulators import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
     AzuriteEmulator,
-    EmulatorUnavailable,
     FaultProxy,
     free_port,
-    start_azurite,
 )
 from tfaudit_ci.errors import EXIT_PREFLIGHT, EXIT_UPLOAD, ConfigError, PreflightError, UploadError
 from tfaudit_ci.stores import StoreOptions, open_store
@@ -53,16 +51,6 @@ RETAIN_UNTIL = dt.datetime(2031, 5, 17, 8, 30, 15, tzinfo=dt.timezone.utc)
 def recorded_headers(name: str) -> dict[str, str]:
     headers: dict[str, str] = json.loads((FIXTURES / name).read_text())["headers"]
     return headers
-
-
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzuriteEmulator]:
-    try:
-        server = start_azurite(tmp_path_factory.mktemp("azurite"))
-    except EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
 
 
 def connection_string(blob_endpoint: str) -> str:

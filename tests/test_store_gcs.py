@@ -25,7 +25,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from tests.emulators import Emulator, EmulatorUnavailable, FaultProxy, start_fake_gcs
+from tests.emulators import Emulator, FaultProxy
 from tfaudit_ci.errors import (
     EXIT_PREFLIGHT,
     EXIT_UPLOAD,
@@ -47,16 +47,6 @@ def fixture(name: str) -> dict[str, Any]:
     return data
 
 
-@pytest.fixture(scope="module")
-def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
-    try:
-        server = start_fake_gcs(tmp_path_factory.mktemp("fake-gcs"))
-    except EmulatorUnavailable as exc:
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
-
-
 def make_client(url: str) -> Any:
     return storage.Client(
         project="test",
@@ -66,8 +56,8 @@ def make_client(url: str) -> Any:
 
 
 @pytest.fixture
-def client(gcs_server: Emulator) -> Any:
-    return make_client(gcs_server.url)
+def client(fake_gcs: Emulator) -> Any:
+    return make_client(fake_gcs.url)
 
 
 def new_bucket(client: Any, object_retention: bool = False) -> str:
@@ -186,10 +176,10 @@ def test_list_keys_is_relative_to_the_prefix(client: Any) -> None:
 
 
 def test_open_store_uses_the_emulator_from_the_environment(
-    gcs_server: Emulator, client: Any, monkeypatch: pytest.MonkeyPatch
+    fake_gcs: Emulator, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = new_bucket(client, object_retention=True)
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.url)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.url)
     store = open_store(f"gs://{bucket}/audit/acme", StoreOptions(gcs_mode="object-retention"))
     assert isinstance(store, GcsStore)
     assert store.uri == f"gs://{bucket}/audit/acme"
@@ -224,8 +214,8 @@ def test_object_retention_mode_fails_preflight_when_the_bucket_does_not_report_i
 
 
 @pytest.fixture
-def proxy(gcs_server: Emulator) -> Iterator[FaultProxy]:
-    server = FaultProxy(gcs_server.url)
+def proxy(fake_gcs: Emulator) -> Iterator[FaultProxy]:
+    server = FaultProxy(fake_gcs.url)
     yield server
     server.stop()
 

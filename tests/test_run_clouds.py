@@ -9,6 +9,7 @@ says so. Everything else is the emulator's own answer.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 import uuid
@@ -91,6 +92,13 @@ def test_gcs_object_retention_run_ships_a_locked_chain(fake_gcs: Emulator, tmp_p
             assert result_json(proc)["seq"] == expected_seq
     finally:
         proxy.stop()
+    verify = tfaudit(
+        ["verify", "--store", store, "--stream", STREAM],
+        env={**_base_env(tmp_path), "STORAGE_EMULATOR_HOST": fake_gcs.url},
+        cwd=tmp_path,
+    )
+    assert verify.returncode == 0, verify.stdout.decode() + verify.stderr.decode()
+    assert b"2/2 records valid" in verify.stdout
     client = _gcs_client(fake_gcs.url)
     blob = client.bucket(bucket).get_blob(f"audit/{STREAM}/chain/000000000001.json")
     record = json.loads(blob.download_as_bytes())
@@ -171,3 +179,53 @@ def test_azure_preflight_fails_on_plain_azurite(azurite: AzuriteEmulator, tmp_pa
     env = {**_base_env(tmp_path), "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
     proc = _run(f"azblob://{AZURITE_ACCOUNT}/{container}/audit", env, tmp_path)
     assert proc.returncode == 21, proc.stderr.decode()
+
+
+def test_azure_chain_and_verify_with_a_persisted_policy(
+    azurite: AzuriteEmulator, tmp_path: Path
+) -> None:
+    """What Azurite cannot express is added by a real proxy: the container's version-level
+    immutability (recorded headers, fixtures/azure) and, on every blob HEAD, a Locked
+    immutability policy expiring in 400 days (the documented header format of
+    fixtures/azure/blob_locked_immutability_policy.json, with a future date). Upload, the
+    create-only chain, read-back and `tfaudit verify` (which re-hashes every blob) are real."""
+    import email.utils
+
+    from azure.storage.blob import BlobServiceClient
+
+    container = f"tfaudit-{uuid.uuid4().hex[:12]}"
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container)
+    recorded = json.loads(
+        (FIXTURES / "azure" / "container_version_level_immutability.json").read_text()
+    )["headers"]
+    until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=400)
+    locked = {
+        "x-ms-immutability-policy-until-date": email.utils.format_datetime(until, usegmt=True),
+        "x-ms-immutability-policy-mode": "locked",
+    }
+    proxy = FaultProxy(azurite.url)
+    try:
+        proxy.patch_headers(
+            lambda method, path: (
+                method == "GET"
+                and f"/{container}?" in path
+                and "restype=container" in path
+                and "comp=" not in path
+            ),
+            recorded,
+        )
+        proxy.patch_headers(
+            lambda method, path: method == "HEAD" and f"/{container}/" in path, locked
+        )
+        conn = azurite.connection_string.replace(azurite.url, proxy.url)
+        env = {**_base_env(tmp_path), "AZURE_STORAGE_CONNECTION_STRING": conn}
+        store = f"azblob://{AZURITE_ACCOUNT}/{container}/audit"
+        for expected_seq in (0, 1):
+            proc = _run(store, env, tmp_path)
+            assert proc.returncode == 0, proc.stderr.decode()
+            assert result_json(proc)["seq"] == expected_seq
+        verify = tfaudit(["verify", "--store", store, "--stream", STREAM], env=env, cwd=tmp_path)
+    finally:
+        proxy.stop()
+    assert verify.returncode == 0, verify.stdout.decode() + verify.stderr.decode()
+    assert b"2/2 records valid" in verify.stdout

@@ -331,7 +331,10 @@ def test_delete_marker_on_a_record(store: Store, tmp_path: Path) -> None:
     scenario.create(3)
     scenario.delete_marker(scenario.built[1].key)
     result = _verify(store)
-    assert _codes(result) == [(1, "delete-marker")]  # the record itself still verifies
+    # Reported, not failed: the locked record itself is intact (issue 6: verify still passes).
+    assert _codes(result) == []
+    assert _codes(result, "warning") == [(1, "delete-marker")]
+    assert result.ok
 
 
 def test_record_after_the_head(store: Store, tmp_path: Path) -> None:

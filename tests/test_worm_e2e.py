@@ -50,6 +50,13 @@ def _audited_run(
     return result_json(proc), {**log, "key": f"audit/{log['key']}"}
 
 
+def _verify(server: S3Server, bucket: str, tf_env: dict[str, str], tmp_path: Path) -> Any:
+    env = {**tf_env, **server.env()}
+    return tfaudit(
+        ["verify", "--store", f"s3://{bucket}/audit", "--stream", STREAM], env=env, cwd=tmp_path
+    )
+
+
 def _refused(call: Any, **kwargs: Any) -> str:
     with pytest.raises(ClientError) as info:
         call(**kwargs)
@@ -104,6 +111,13 @@ def test_multipart_log_is_locked_and_every_attack_is_refused(
     body = client.get_object(**target)["Body"].read()
     assert len(body) == log["size"]
 
+    # A plain DELETE is accepted: it only adds a delete marker. The trail still verifies,
+    # and verify reports the attempt.
+    client.delete_object(Bucket=lock_bucket, Key=log["key"])
+    proc = _verify(s3_server, lock_bucket, tf_env, tmp_path)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    assert b"delete-marker" in proc.stdout and b"1/1 records valid" in proc.stdout
+
 
 @pytest.mark.moto
 def test_moto_lets_through_what_aws_refuses(
@@ -139,3 +153,6 @@ def test_delete_marker_on_the_head_neither_hides_nor_frees_the_slot(
     records = chain_records(client, lock_bucket, STREAM, prefix="audit")
     assert records[-1]["prev"]["seq"] == first["seq"]
     assert records[-1]["prev"]["sha256"] == first["record_sha256"]
+    proc = _verify(s3_server, lock_bucket, tf_env, tmp_path)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+    assert b"delete-marker" in proc.stdout and b"2/2 records valid" in proc.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
@@ -244,6 +245,10 @@ def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
         warn=ctx.console.messages.write,
     )
     ctx.state["identity"] = identity  # for `tfaudit recover`, with identity.json in the spool
+    # `terraform version` runs beside the command instead of adding to the job's time.
+    versions = ThreadPoolExecutor(max_workers=1)
+    version = versions.submit(tool_version, ctx.inv, ctx.env, ctx.cwd)
+    versions.shutdown(wait=False)
     writer = HashingWriter(ctx.spool_dir / LOG_FILE)
     try:
         outcome = run_streaming(
@@ -305,7 +310,7 @@ def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
         "tool": {
             "name": ctx.inv.tool,
             "binary": Path(ctx.inv.binary).name,
-            "version": tool_version(ctx.inv, ctx.env, ctx.cwd),
+            "version": version.result(),
         },
         "workspace": workspace(ctx.inv, ctx.env, ctx.cwd),
         "status": status,

@@ -141,11 +141,13 @@ def slot_problems(layout: Layout, low: int, high: int) -> list[Problem]:
                 error("deleted", "the slot holds only delete markers: its record is gone", seq=seq)
             )
         elif slot.delete_markers:
+            # A plain DELETE on a versioned bucket: reported, but the locked record is intact
+            # and is what readers use, so the trail still holds.
             problems.append(
-                error(
+                warning(
                     "delete-marker",
                     f"{len(slot.delete_markers)} delete marker(s) on the record: someone tried "
-                    "to delete it (readers still use the oldest version)",
+                    "to delete it (the locked record is intact; readers use the oldest version)",
                     seq=seq,
                 )
             )
@@ -192,7 +194,18 @@ def unreferenced_versions(layout: Layout, pinned: dict[str, set[str]]) -> list[P
     """Versions of referenced artifact keys that no record pins: an overwrite attempt."""
     problems = []
     for key, pins in sorted(pinned.items()):
-        others = [v for v in layout.artifacts.get(key, []) if v.version_id not in pins]
+        versions = layout.artifacts.get(key, [])
+        markers = [v for v in versions if v.is_delete_marker]
+        if markers:
+            problems.append(
+                warning(
+                    "delete-marker",
+                    f"{len(markers)} delete marker(s) on the artifact: someone tried to delete "
+                    "it (the pinned, locked version is intact)",
+                    key=key,
+                )
+            )
+        others = [v for v in versions if v.version_id not in pins and not v.is_delete_marker]
         if others:
             ids = ", ".join(v.version_id for v in others)
             problems.append(

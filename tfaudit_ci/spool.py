@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -115,6 +116,22 @@ def file_digests(path: Path) -> Digests:
     return Digests(sha.hexdigest(), md5.hexdigest(), size)
 
 
+LOCK_FILE = ".lock"
+
+
+def try_lock(spool_dir: Path) -> int | None:
+    """An exclusive lock on a spool, held by the run that writes it (or the `recover` that
+    ships it) until that process ends; the kernel releases it even on SIGKILL. None when
+    another process holds it."""
+    fd = os.open(spool_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def make_spool_dir(work_dir: Path, run_folder: str) -> Path:
     path = work_dir / "spool" / run_folder
     try:
@@ -124,6 +141,7 @@ def make_spool_dir(work_dir: Path, run_folder: str) -> Path:
             f"cannot create the spool directory {path}: {exc.strerror}",
             fix="point --work-dir (or TFAUDIT_WORK_DIR) at a writable directory",
         ) from None
+    try_lock(path)  # held for the life of this run: `recover` leaves a live spool alone
     return path
 
 
@@ -159,7 +177,8 @@ def merge_tails(log: Path) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
+    # A temporary name of this process's own: two `recover`s may write one receipt at once.
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_bytes(canonical_bytes(data))
     os.replace(tmp, path)
 

@@ -7,6 +7,7 @@ head of its stream is only given its receipt, never a second record.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from tfaudit_ci.spool import (
     file_digests,
     merge_tails,
     read_json,
+    try_lock,
     write_json,
 )
 from tfaudit_ci.stores import open_store
@@ -136,6 +138,13 @@ def main_recover(config: Config, env: Mapping[str, str], cwd: Path, *, as_json: 
     results: list[dict[str, Any]] = []
     worst = 0
     for spool in pending_spools(work_dir):
+        lock = try_lock(spool)
+        if lock is None:
+            sys.stderr.write(f"tfaudit: {spool.name} is in use by another tfaudit; skipped\n")
+            continue
+        if (spool / RECEIPT_FILE).exists():  # shipped while we waited for the listing
+            os.close(lock)
+            continue
         try:
             receipt = recover_one(spool, config, env)
         except TfauditError as exc:
@@ -146,6 +155,8 @@ def main_recover(config: Config, env: Mapping[str, str], cwd: Path, *, as_json: 
             results.append({"spool": str(spool), "error": exc.diagnostics()})
             worst = max(worst, exc.exit_code)
             continue
+        finally:
+            os.close(lock)
         sys.stderr.write(
             f"tfaudit: recovered {spool.name} as seq {receipt['seq']} ({receipt['record_uri']})\n"
         )

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -136,13 +137,16 @@ def free_port() -> int:
         return port
 
 
-def start_moto(workdir: Path) -> S3Server:
-    """Start ``python -m moto.server`` on a free port; its output goes to ``workdir``."""
+def start_moto(workdir: Path, *, extra_env: Mapping[str, str] | None = None) -> S3Server:
+    """Start ``python -m moto.server`` on a free port; its output goes to ``workdir``.
+
+    ``extra_env`` configures moto itself (e.g. ``INITIAL_NO_AUTH_ACTION_COUNT`` for IAM auth).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     last_error: ServerUnavailable | None = None
     for _ in range(_START_ATTEMPTS):
         port = free_port()
-        process = _spawn_moto(workdir, port)
+        process = _spawn_moto(workdir, port, extra_env)
         try:
             _wait_for_moto(process, port, workdir)
         except ServerUnavailable as exc:
@@ -239,11 +243,14 @@ def unique_bucket(prefix: str = "tfa") -> str:
 # --- moto process ---------------------------------------------------------------------
 
 
-def _spawn_moto(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def _spawn_moto(
+    workdir: Path, port: int, extra_env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     log = (workdir / f"moto-{port}.log").open("ab")
     try:
         return subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            env={**os.environ, **(extra_env or {})},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

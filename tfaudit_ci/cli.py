@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -143,7 +144,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 
 def main_entry() -> None:
-    sys.exit(main())
+    code = main()
+    # The work is done and its exit code decided: a late signal (a CI's second SIGTERM during
+    # interpreter shutdown) must not turn it into a death by signal.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def print_json(data: Any) -> None:

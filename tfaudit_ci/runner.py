@@ -12,7 +12,7 @@ import copy
 import datetime as dt
 import fcntl
 import os
-import select
+import queue
 import signal
 import subprocess
 import threading
@@ -32,6 +32,7 @@ from tfaudit_ci.spool import HashingWriter, tail_path, write_tail
 CHUNK = 1024 * 1024
 # Linux pipes hold 64 KiB by default; a larger pipe means fewer, larger reads per byte.
 PIPE_SIZE = 1024 * 1024
+QUEUE_CHUNKS = 8
 _F_SETPIPE_SZ = 1031
 CRASH_MARKERS = (b"TERRAFORM CRASH", b"OPENTOFU CRASH", b"\npanic: ")
 KILL_AFTER_SECONDS = 20.0
@@ -123,32 +124,44 @@ def _provisional_tail(redactor: StreamRedactor) -> bytes:
     return probe.flush()
 
 
-def _pump(
-    source: BinaryIO,
-    console: BinaryIO,
-    redactor: StreamRedactor,
-    spool: HashingWriter,
-    scanner: _CrashScanner,
-    tail: Path,
-) -> None:
+def _read(source: BinaryIO, console: BinaryIO, chunks: queue.Queue[bytes | None]) -> None:
+    """Pipe -> console, unchanged and at once; and -> the redaction stage."""
     fd = source.fileno()
     with contextlib.suppress(OSError):  # not Linux, or over the user's pipe limit: keep 64 KiB
         fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
     console_ok = True
-    changed = False
-    checkpointed = time.monotonic()
-    while True:
-        readable, _, _ = select.select([fd], [], [], CHECKPOINT_SECONDS)
-        if readable:
-            chunk = os.read(fd, CHUNK)
-            if not chunk:
-                break
+    try:
+        while chunk := os.read(fd, CHUNK):
             if console_ok:
                 try:
                     console.write(chunk)
                     console.flush()
                 except (OSError, ValueError):
                     console_ok = False  # a closed console must not stop the audit
+            chunks.put(chunk)
+    finally:
+        chunks.put(None)
+
+
+def _redact(
+    chunks: queue.Queue[bytes | None],
+    redactor: StreamRedactor,
+    spool: HashingWriter,
+    scanner: _CrashScanner,
+    tail: Path,
+) -> None:
+    """Redaction in a stage of its own: RE2 and the spool's hashing release the GIL, so it
+    overlaps with reading instead of adding to it."""
+    changed = False
+    checkpointed = time.monotonic()
+    while True:
+        try:
+            chunk = chunks.get(timeout=CHECKPOINT_SECONDS)
+        except queue.Empty:
+            chunk = b""
+        if chunk is None:
+            break
+        if chunk:
             spool.write(redactor.feed(chunk))
             scanner.feed(chunk)
             changed = True
@@ -198,17 +211,20 @@ def run_streaming(
     # One scanner per pipe: interleaved stdout bytes must not hide a marker on stderr.
     scanners = (_CrashScanner(), _CrashScanner())
     redactors = (StreamRedactor(ruleset), StreamRedactor(ruleset))
-    threads = [
-        threading.Thread(
-            target=_pump,
-            args=(pipe, console, redactor, spool, scanner, tail_path(spool.path, number)),
-            daemon=True,
+    threads: list[threading.Thread] = []
+    for number, pipe, console, redactor, scanner in (
+        (1, proc.stdout, stdout, redactors[0], scanners[0]),
+        (2, proc.stderr, stderr, redactors[1], scanners[1]),
+    ):
+        # Bounded: a slow disk slows the reads (and so the command), never grows memory.
+        chunks: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
+        tail = tail_path(spool.path, number)
+        threads.append(threading.Thread(target=_read, args=(pipe, console, chunks), daemon=True))
+        threads.append(
+            threading.Thread(
+                target=_redact, args=(chunks, redactor, spool, scanner, tail), daemon=True
+            )
         )
-        for number, pipe, console, redactor, scanner in (
-            (1, proc.stdout, stdout, redactors[0], scanners[0]),
-            (2, proc.stderr, stderr, redactors[1], scanners[1]),
-        )
-    ]
     with _SignalForwarder(proc) as forwarder:
         for thread in threads:
             thread.start()

@@ -390,15 +390,15 @@ def main_run(
     console = Console(sys.stdout.buffer, sys.stderr.buffer, sys.stderr)
     with deferred_signals() as received:
         result = execute(command, config, env, cwd, console, pending_signals=received)
-    if received and result.audit_ok and result.exit_code not in (130, 143):
-        result.exit_code = 128 + received[0]
-    sys.stderr.write(summary_line(result) + "\n")
-    sys.stderr.flush()
-    from tfaudit_ci.report import publish
+        if received and result.audit_ok and result.exit_code not in (130, 143):
+            result.exit_code = 128 + received[0]
+        sys.stderr.write(summary_line(result) + "\n")
+        sys.stderr.flush()
+        from tfaudit_ci.report import publish
 
-    publish(result, env)
-    if as_json:
-        from tfaudit_ci.cli import print_json
+        publish(result, env)
+        if as_json:
+            from tfaudit_ci.cli import print_json
 
-        print_json(result.to_dict())
+            print_json(result.to_dict())
     return result.exit_code

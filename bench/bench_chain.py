@@ -12,9 +12,7 @@ and the rest (preflight, the log upload and its read-back).
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +24,7 @@ from bench.common import (
     Figure,
     at_most,
     bench_env,
-    markdown_table,
+    bench_main,
     median,
     tfaudit_cmd,
     timed,
@@ -116,11 +114,7 @@ def run(params: ChainParams, work: Path) -> list[Figure]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tfaudit-bench-") as tmp:
-        print(markdown_table(run(SMOKE if args.smoke else FULL, Path(tmp))))
+    bench_main(__doc__, run, SMOKE, FULL)
 
 
 if __name__ == "__main__":

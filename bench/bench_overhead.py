@@ -11,9 +11,7 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from bench.common import (
     Figure,
     at_most,
     bench_env,
-    markdown_table,
+    bench_main,
     median,
     tfaudit_cmd,
     timed,
@@ -201,11 +199,7 @@ def run(params: OverheadParams, work: Path, server: S3Server | None = None) -> l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tfaudit-bench-") as tmp:
-        print(markdown_table(run(SMOKE if args.smoke else FULL, Path(tmp))))
+    bench_main(__doc__, run, SMOKE, FULL)
 
 
 if __name__ == "__main__":

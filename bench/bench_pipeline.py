@@ -10,11 +10,9 @@ The pipeline does none of the checks; it is the cost floor users compare against
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from bench.common import (
     Figure,
     at_most,
     bench_env,
-    markdown_table,
+    bench_main,
     median,
     tfaudit_cmd,
     timed,
@@ -131,11 +129,7 @@ def _compare(params: PipelineParams, server: S3Server, work: Path) -> list[Figur
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tfaudit-bench-") as tmp:
-        print(markdown_table(run(SMOKE if args.smoke else FULL, Path(tmp))))
+    bench_main(__doc__, run, SMOKE, FULL)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,9 @@ store, and through ``tee``/``cat`` into a file as the physical limit, alternatin
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from bench.common import (
     at_least,
     at_most,
     bench_env,
-    markdown_table,
+    bench_main,
     median,
     tfaudit_cmd,
     timed,
@@ -241,11 +239,7 @@ def run(params: StreamParams, work: Path) -> list[Figure]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tfaudit-bench-") as tmp:
-        print(markdown_table(run(SMOKE if args.smoke else FULL, Path(tmp))))
+    bench_main(__doc__, run, SMOKE, FULL)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,7 @@ as its own process over HTTP and must find every record valid (exit 0).
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +22,8 @@ from bench.common import (
     Figure,
     at_most,
     bench_env,
+    bench_main,
     last_json,
-    markdown_table,
     median,
     tfaudit_cmd,
     timed,
@@ -142,11 +140,7 @@ def run(params: VerifyParams, work: Path) -> list[Figure]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="tfaudit-bench-") as tmp:
-        print(markdown_table(run(SMOKE if args.smoke else FULL, Path(tmp))))
+    bench_main(__doc__, run, SMOKE, FULL)
 
 
 if __name__ == "__main__":

@@ -16,16 +16,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python bench/run_all.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.tfhelpers import isolated_env  # noqa: E402
+
+P = TypeVar("P")  # a benchmark's parameter set
 
 
 class BenchError(RuntimeError):
@@ -234,3 +236,15 @@ def figures_json(figures: Sequence[Figure], info: Mapping[str, str]) -> str:
     return json.dumps(
         {"machine": dict(info), "figures": [asdict(f) for f in figures]}, indent=2, sort_keys=True
     )
+
+
+def bench_main(doc: str | None, run: Callable[[P, Path], list[Figure]], smoke: P, full: P) -> None:
+    """The command line every benchmark module shares: ``[--smoke]``, a table on stdout."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tfaudit-bench-") as tmp:
+        print(markdown_table(run(smoke if args.smoke else full, Path(tmp))))

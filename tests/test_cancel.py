@@ -125,6 +125,28 @@ def _start(
     return Tfaudit([*args, *command], full_env, cwd)
 
 
+def _apply_with_provisioner(
+    workdir: Path,
+    provisioner: str,
+    terraform_bin: Path,
+    tf_env: dict[str, str],
+    lock_bucket: str,
+    s3_server: S3Server,
+) -> Tfaudit:
+    """`tfaudit run -- terraform apply` of a slow provisioner, once that provisioner runs."""
+    _write_slow_config(workdir, provisioner)
+    tf_init(terraform_bin, workdir, tf_env)
+    run = _start(
+        lock_bucket,
+        [str(terraform_bin), "apply", "-auto-approve", "-input=false", "-no-color"],
+        tf_env,
+        workdir,
+        s3_server,
+    )
+    run.wait_for(b"provisioner-started")
+    return run
+
+
 def _record(server: S3Server, bucket: str) -> dict[str, Any]:
     (record,) = chain_records(server.client(), bucket, STREAM, prefix="audit")
     return record
@@ -150,16 +172,14 @@ def test_signal_stops_terraform_gracefully_releases_lock_and_ships_cancelled(
     tmp_path: Path,
 ) -> None:
     workdir = tmp_path / "work"
-    _write_slow_config(workdir, "echo provisioner-started; sleep 120")
-    tf_init(terraform_bin, workdir, tf_env)
-    run = _start(
-        lock_bucket,
-        [str(terraform_bin), "apply", "-auto-approve", "-input=false", "-no-color"],
-        tf_env,
+    run = _apply_with_provisioner(
         workdir,
+        "echo provisioner-started; sleep 120",
+        terraform_bin,
+        tf_env,
+        lock_bucket,
         s3_server,
     )
-    run.wait_for(b"provisioner-started")
     assert (workdir / LOCK_FILE).exists()  # terraform holds its state lock right now
     (terraform_pid,) = _children(run.proc.pid)
 
@@ -198,16 +218,14 @@ def test_second_signal_escalates_when_terraform_lingers(
     its SIGKILL, even though terraform itself does not react to it any more.
     """
     workdir = tmp_path / "work"
-    _write_slow_config(workdir, "trap '' INT TERM; echo provisioner-started; sleep 120")
-    tf_init(terraform_bin, workdir, tf_env)
-    run = _start(
-        lock_bucket,
-        [str(terraform_bin), "apply", "-auto-approve", "-input=false", "-no-color"],
-        tf_env,
+    run = _apply_with_provisioner(
         workdir,
+        "trap '' INT TERM; echo provisioner-started; sleep 120",
+        terraform_bin,
+        tf_env,
+        lock_bucket,
         s3_server,
     )
-    run.wait_for(b"provisioner-started")
     (terraform_pid,) = _children(run.proc.pid)
     run.proc.send_signal(signal.SIGINT)
     run.wait_for(b"Gracefully shutting down", timeout=GRACE_WINDOW)

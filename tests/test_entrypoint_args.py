@@ -153,7 +153,7 @@ def test_container_action_keeps_its_spool_in_the_workspace() -> None:
     env["TFAUDIT_WORK_DIR"] = "/elsewhere"  # the user's explicit choice wins
     assert "--work-dir" not in build_invocation(env).argv
     host = github_env(command="plan")
-    host.update({"GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": "/home/runner/work/r/r"})
+    host.update({"GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": "/home/runner/_work/r/r"})
     assert "--work-dir" not in build_invocation(host).argv
 
 

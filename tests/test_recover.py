@@ -158,7 +158,7 @@ GO_PANIC = (
     "[signal SIGSEGV: segmentation violation code=0x1 addr=0x0 pc=0x1a2b3c]\n\n"
     "goroutine 1 [running]:\n"
     "github.com/hashicorp/terraform/internal/command.(*PlanCommand).Run(0xc000123456)\n"
-    "\t/home/runner/work/terraform/internal/command/plan.go:42 +0x1d\n"
+    "\t/home/runner/_work/terraform/internal/command/plan.go:42 +0x1d\n"
 )
 
 

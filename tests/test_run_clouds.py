@@ -135,30 +135,40 @@ def test_gcs_bucket_policy_mode_fails_preflight_on_the_emulator(
     assert not marker.exists()
 
 
+def _new_container(azurite: AzuriteEmulator) -> str:
+    from azure.storage.blob import BlobServiceClient
+
+    container = f"tfaudit-{uuid.uuid4().hex[:12]}"
+    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container)
+    return container
+
+
+def _report_version_level_immutability(proxy: FaultProxy, container: str) -> None:
+    """Add the recorded Get Container Properties headers (fixtures/azure) Azurite lacks."""
+    recorded = json.loads(
+        (FIXTURES / "azure" / "container_version_level_immutability.json").read_text()
+    )["headers"]
+    proxy.patch_headers(
+        lambda method, path: (
+            method == "GET"
+            and f"/{container}?" in path
+            and "restype=container" in path
+            and "comp=" not in path
+        ),
+        recorded,
+    )
+
+
 def test_azure_lock_that_did_not_stick_fails_readback_with_23(
     azurite: AzuriteEmulator, tmp_path: Path
 ) -> None:
     """The container's version-level immutability is added by the proxy (recorded headers,
     fixtures/azure/container_version_level_immutability.json) so preflight passes; Azurite
     then drops the blob's immutability policy, and the read-back must refuse to go green."""
-    from azure.storage.blob import BlobServiceClient
-
-    container = f"tfaudit-{uuid.uuid4().hex[:12]}"
-    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container)
-    recorded = json.loads(
-        (FIXTURES / "azure" / "container_version_level_immutability.json").read_text()
-    )["headers"]
+    container = _new_container(azurite)
     proxy = FaultProxy(azurite.url)
     try:
-        proxy.patch_headers(
-            lambda method, path: (
-                method == "GET"
-                and f"/{container}?" in path
-                and "restype=container" in path
-                and "comp=" not in path
-            ),
-            recorded,
-        )
+        _report_version_level_immutability(proxy, container)
         conn = azurite.connection_string.replace(azurite.url, proxy.url)
         env = {**_base_env(tmp_path), "AZURE_STORAGE_CONNECTION_STRING": conn}
         proc = _run(f"azblob://{AZURITE_ACCOUNT}/{container}/audit", env, tmp_path)
@@ -172,10 +182,7 @@ def test_azure_lock_that_did_not_stick_fails_readback_with_23(
 
 
 def test_azure_preflight_fails_on_plain_azurite(azurite: AzuriteEmulator, tmp_path: Path) -> None:
-    from azure.storage.blob import BlobServiceClient
-
-    container = f"tfaudit-{uuid.uuid4().hex[:12]}"
-    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container)
+    container = _new_container(azurite)
     env = {**_base_env(tmp_path), "AZURE_STORAGE_CONNECTION_STRING": azurite.connection_string}
     proc = _run(f"azblob://{AZURITE_ACCOUNT}/{container}/audit", env, tmp_path)
     assert proc.returncode == 21, proc.stderr.decode()
@@ -191,13 +198,7 @@ def test_azure_chain_and_verify_with_a_persisted_policy(
     create-only chain, read-back and `tfaudit verify` (which re-hashes every blob) are real."""
     import email.utils
 
-    from azure.storage.blob import BlobServiceClient
-
-    container = f"tfaudit-{uuid.uuid4().hex[:12]}"
-    BlobServiceClient.from_connection_string(azurite.connection_string).create_container(container)
-    recorded = json.loads(
-        (FIXTURES / "azure" / "container_version_level_immutability.json").read_text()
-    )["headers"]
+    container = _new_container(azurite)
     until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=400)
     locked = {
         "x-ms-immutability-policy-until-date": email.utils.format_datetime(until, usegmt=True),
@@ -205,15 +206,7 @@ def test_azure_chain_and_verify_with_a_persisted_policy(
     }
     proxy = FaultProxy(azurite.url)
     try:
-        proxy.patch_headers(
-            lambda method, path: (
-                method == "GET"
-                and f"/{container}?" in path
-                and "restype=container" in path
-                and "comp=" not in path
-            ),
-            recorded,
-        )
+        _report_version_level_immutability(proxy, container)
         proxy.patch_headers(
             lambda method, path: method == "HEAD" and f"/{container}/" in path, locked
         )

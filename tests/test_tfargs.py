@@ -16,7 +16,7 @@ import pytest
 
 from tfaudit_ci.tfargs import TfInvocation, detect_tool, parse_invocation
 
-CWD = Path("/ci/work")
+CWD = Path("/ci/build")
 
 
 def _existing(*paths: str) -> Callable[[Path], bool]:
@@ -56,8 +56,8 @@ def test_chdir_and_out_with_equals() -> None:
         tool="terraform",
         binary="terraform",
         subcommand="plan",
-        chdir="/ci/work/infra/prod",
-        plan_out="/ci/work/infra/prod/tfplan",
+        chdir="/ci/build/infra/prod",
+        plan_out="/ci/build/infra/prod/tfplan",
         apply_plan_file=None,
         detailed_exitcode=False,
     )
@@ -78,7 +78,7 @@ def test_chdir_and_out_with_equals() -> None:
 def test_plan_out_spellings(argv: list[str]) -> None:
     inv = parse(argv)
     assert inv.subcommand == "plan"
-    assert inv.plan_out == "/ci/work/tfplan"
+    assert inv.plan_out == "/ci/build/tfplan"
     assert inv.chdir is None
 
 
@@ -103,10 +103,10 @@ def test_detailed_exitcode() -> None:
 def test_apply_with_plan_file() -> None:
     inv = parse(
         ["terraform", "-chdir=infra", "apply", "-auto-approve", "-input=false", "tfplan"],
-        "/ci/work/infra/tfplan",
+        "/ci/build/infra/tfplan",
     )
     assert inv.subcommand == "apply"
-    assert inv.apply_plan_file == "/ci/work/infra/tfplan"
+    assert inv.apply_plan_file == "/ci/build/infra/tfplan"
     assert inv.plan_out is None
 
 
@@ -116,10 +116,10 @@ def test_apply_positional_that_is_not_a_file() -> None:
 
 
 def test_apply_without_plan_file_and_value_flags_before_it() -> None:
-    inv = parse(["terraform", "apply", "-var", "a=b", "-parallelism", "3"], "/ci/work/a=b")
+    inv = parse(["terraform", "apply", "-var", "a=b", "-parallelism", "3"], "/ci/build/a=b")
     assert inv.apply_plan_file is None
-    inv = parse(["terraform", "apply", "-lock-timeout=5m", "--", "p.tfplan"], "/ci/work/p.tfplan")
-    assert inv.apply_plan_file == "/ci/work/p.tfplan"
+    inv = parse(["terraform", "apply", "-lock-timeout=5m", "--", "p.tfplan"], "/ci/build/p.tfplan")
+    assert inv.apply_plan_file == "/ci/build/p.tfplan"
 
 
 @pytest.mark.parametrize(
@@ -141,7 +141,7 @@ def test_subcommands(argv: list[str], subcommand: str | None) -> None:
 
 
 def test_destroy_has_no_plan_file_even_with_positional() -> None:
-    assert parse(["terraform", "destroy", "tfplan"], "/ci/work/tfplan").apply_plan_file is None
+    assert parse(["terraform", "destroy", "tfplan"], "/ci/build/tfplan").apply_plan_file is None
 
 
 def test_other_commands_are_not_parsed() -> None:
@@ -153,9 +153,9 @@ def test_other_commands_are_not_parsed() -> None:
 def test_tf_cli_args_env() -> None:
     env = {"TF_CLI_ARGS_plan": "-out=from-env -detailed-exitcode", "TF_CLI_ARGS": "-no-color"}
     inv = parse(["terraform", "plan"], env=env)
-    assert (inv.plan_out, inv.detailed_exitcode) == ("/ci/work/from-env", True)
+    assert (inv.plan_out, inv.detailed_exitcode) == ("/ci/build/from-env", True)
     # Explicit command-line flags come after the env ones, so they win.
-    assert parse(["terraform", "plan", "-out=cli"], env=env).plan_out == "/ci/work/cli"
+    assert parse(["terraform", "plan", "-out=cli"], env=env).plan_out == "/ci/build/cli"
     assert parse(["terraform", "plan"], env={"TF_CLI_ARGS": "'unbalanced"}).plan_out is None
     # Without env (the default) the environment is not consulted at all.
     assert parse(["terraform", "plan"]).plan_out is None
@@ -173,14 +173,14 @@ def test_tf_cli_args_env() -> None:
 )
 def test_terragrunt(argv: list[str]) -> None:
     inv = parse(argv)
-    assert (inv.tool, inv.subcommand, inv.plan_out) == ("terragrunt", "plan", "/ci/work/tfplan")
+    assert (inv.tool, inv.subcommand, inv.plan_out) == ("terragrunt", "plan", "/ci/build/tfplan")
 
 
 def test_terragrunt_working_dir() -> None:
     inv = parse(["terragrunt", "--terragrunt-working-dir", "live/prod", "plan", "-out=p"])
-    assert (inv.chdir, inv.plan_out) == ("/ci/work/live/prod", "/ci/work/live/prod/p")
-    inv = parse(["terragrunt", "apply", "--working-dir=live", "p"], "/ci/work/live/p")
-    assert (inv.chdir, inv.apply_plan_file) == ("/ci/work/live", "/ci/work/live/p")
+    assert (inv.chdir, inv.plan_out) == ("/ci/build/live/prod", "/ci/build/live/prod/p")
+    inv = parse(["terragrunt", "apply", "--working-dir=live", "p"], "/ci/build/live/p")
+    assert (inv.chdir, inv.apply_plan_file) == ("/ci/build/live", "/ci/build/live/p")
 
 
 def test_default_is_file_uses_the_filesystem(tmp_path: Path) -> None:

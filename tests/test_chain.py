@@ -14,11 +14,13 @@ import pytest
 from tfaudit_ci.canonical import canonical_bytes
 from tfaudit_ci.chain import Chain
 from tfaudit_ci.record import chain_key
-from tfaudit_ci.stores.base import Policy
+from tfaudit_ci.stores.base import Lock, Policy
 from tfaudit_ci.stores.file import FileStore
+from tfaudit_ci.vocab import LockMode
 
 POLICY = Policy()
 UNTIL = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+LOCK = Lock(LockMode.COMPLIANCE, UNTIL)
 
 
 def _seed(root: Path, stream: str, count: int) -> None:
@@ -54,9 +56,7 @@ def test_append_links_each_record_to_the_previous_bytes(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     chain = Chain(store, "team/app")
     for n in range(3):
-        slot, stored = chain.append(
-            _builder(f"run-{n}"), run_folder=f"run-{n}", retain_until=UNTIL, policy=POLICY
-        )
+        slot, stored = chain.append(_builder(f"run-{n}"), run_folder=f"run-{n}", lock=LOCK)
         assert slot.seq == n and stored.key == chain_key("team/app", n)
     raw = [(tmp_path / chain_key("team/app", n)).read_bytes() for n in range(3)]
     assert json.loads(raw[0])["prev"] is None
@@ -71,18 +71,18 @@ def test_append_links_each_record_to_the_previous_bytes(tmp_path: Path) -> None:
 def test_lost_slot_retries_at_next_seq(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     chain = Chain(store, "s")
-    chain.append(_builder("a"), run_folder="a", retain_until=UNTIL, policy=POLICY)
+    chain.append(_builder("a"), run_folder="a", lock=LOCK)
     calls: list[int] = []
     inner = _builder("b")
 
     def racing_build(seq: int, prev: Any, prev_record: Any) -> bytes:
         calls.append(seq)
         if len(calls) == 1:  # another writer takes the slot between our read and our write
-            store.put_create_only(chain.key(seq), b'{"run_folder":"other"}', UNTIL, POLICY)
+            store.put_create_only(chain.key(seq), b'{"run_folder":"other"}', LOCK)
         data: bytes = inner(seq, prev, prev_record)
         return data
 
-    slot, _ = chain.append(racing_build, run_folder="b", retain_until=UNTIL, policy=POLICY)
+    slot, _ = chain.append(racing_build, run_folder="b", lock=LOCK)
     assert calls == [1, 2] and slot.seq == 2
 
 
@@ -91,8 +91,8 @@ class _LostResponseStore(FileStore):
 
     lost = False
 
-    def put_create_only(self, key: str, data: bytes, retain_until: Any, policy: Any) -> Any:
-        stored = super().put_create_only(key, data, retain_until, policy)
+    def put_create_only(self, key: str, data: bytes, lock: Any) -> Any:
+        stored = super().put_create_only(key, data, lock)
         if not self.lost:
             self.lost = True
             return None
@@ -102,8 +102,6 @@ class _LostResponseStore(FileStore):
 def test_ambiguous_write_that_landed_is_not_appended_twice(tmp_path: Path) -> None:
     store = _LostResponseStore(tmp_path)
     chain = Chain(store, "s")
-    slot, _ = chain.append(
-        _builder("same-run"), run_folder="same-run", retain_until=UNTIL, policy=POLICY
-    )
+    slot, _ = chain.append(_builder("same-run"), run_folder="same-run", lock=LOCK)
     assert slot.seq == 0 and store.lost
     assert not store.slot_taken(chain.key(1))

@@ -41,11 +41,13 @@ from tfaudit_ci.stores.azure import (
     container_checks,
     lock_mode_of,
 )
-from tfaudit_ci.stores.base import Digests, Policy
+from tfaudit_ci.stores.base import Digests, Lock, Policy
+from tfaudit_ci.vocab import LockMode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "azure"
 POLICY = Policy(retention_days=365, lock_mode="COMPLIANCE")
 RETAIN_UNTIL = dt.datetime(2031, 5, 17, 8, 30, 15, tzinfo=dt.timezone.utc)
+LOCK = Lock(LockMode.COMPLIANCE, RETAIN_UNTIL)
 
 
 def recorded_headers(name: str) -> dict[str, str]:
@@ -127,7 +129,7 @@ def test_upload_round_trip_and_the_lock_that_did_not_stick(
     log = tmp_path / "output.log"
     digests = write_file(log, 3 * 1024 * 1024 + 512 * 1024)
 
-    stored = store.put_file("runs/r1/output.log", log, digests, RETAIN_UNTIL, POLICY)
+    stored = store.put_file("runs/r1/output.log", log, digests, LOCK)
 
     # Azurite has no versioning: the ETag pins the content instead.
     assert stored.version_id.startswith(ETAG_VERSION_PREFIX)
@@ -153,13 +155,11 @@ def test_upload_round_trip_and_the_lock_that_did_not_stick(
 def test_put_create_only_is_create_only(azurite: AzuriteEmulator, service: Any) -> None:
     container = new_container(service)
     store = store_for(azurite.blob_endpoint, container)
-    first = store.put_create_only("chain/000000000000.json", b'{"seq":0}', RETAIN_UNTIL, POLICY)
+    first = store.put_create_only("chain/000000000000.json", b'{"seq":0}', LOCK)
     assert first is not None
     assert first.sha256 == hashlib.sha256(b'{"seq":0}').hexdigest()
 
-    second = store.put_create_only(
-        "chain/000000000000.json", b'{"seq":0,"x":1}', RETAIN_UNTIL, POLICY
-    )
+    second = store.put_create_only("chain/000000000000.json", b'{"seq":0,"x":1}', LOCK)
 
     assert second is None
     assert store.read_version("chain/000000000000.json", first.version_id) == b'{"seq":0}'
@@ -174,7 +174,7 @@ def test_etag_version_pins_the_content(azurite: AzuriteEmulator, service: Any) -
     """Without versioning, an overwritten blob is not the recorded version any more."""
     container = new_container(service)
     store = store_for(azurite.blob_endpoint, container)
-    stored = store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+    stored = store.put_create_only("chain/000000000000.json", b"{}", LOCK)
     assert stored is not None
     service.get_blob_client(container, "audit/acme/chain/000000000000.json").upload_blob(
         b'{"forged":true}', overwrite=True
@@ -189,7 +189,7 @@ def test_list_keys_is_relative_to_the_prefix(azurite: AzuriteEmulator, service: 
     container = new_container(service)
     store = store_for(azurite.blob_endpoint, container)
     for seq in range(3):
-        store.put_create_only(f"chain/{seq:012d}.json", b"{}", RETAIN_UNTIL, POLICY)
+        store.put_create_only(f"chain/{seq:012d}.json", b"{}", LOCK)
     service.get_blob_client(container, "elsewhere/chain/x.json").upload_blob(b"{}")
     assert sorted(store.list_keys("chain/")) == [f"chain/{seq:012d}.json" for seq in range(3)]
 
@@ -202,7 +202,7 @@ def test_open_store_with_a_connection_string(
     store = open_store(f"azblob://{AZURITE_ACCOUNT}/{container}/audit/acme", options_for())
     assert isinstance(store, AzureStore)
     assert store.uri == f"azblob://{AZURITE_ACCOUNT}/{container}/audit/acme"
-    assert store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+    assert store.put_create_only("chain/000000000000.json", b"{}", LOCK)
     with pytest.raises(ConfigError, match="AZURE_STORAGE_CONNECTION_STRING is for account"):
         open_store(f"azblob://otheraccount/{container}", options_for())
 
@@ -213,7 +213,7 @@ def test_open_store_with_a_connection_string(
 def test_preflight_fails_on_azurite(azurite: AzuriteEmulator, service: Any) -> None:
     container = new_container(service)
     report = store_for(azurite.blob_endpoint, container).preflight(POLICY)
-    assert report.worm and not report.ok
+    assert not report.ok
     assert [name for name, ok, _ in report.checks if not ok] == ["version-level-immutability"]
 
     policy_mode = store_for(azurite.blob_endpoint, container, "container-policy")
@@ -273,7 +273,7 @@ def test_persisted_immutability_policy_reads_back_as_compliance(
     )
     store = store_for(f"{proxy.url}/{AZURITE_ACCOUNT}", container)
 
-    stored = store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+    stored = store.put_create_only("chain/000000000000.json", b"{}", LOCK)
     assert stored is not None
     state = store.head("chain/000000000000.json", stored.version_id)
 
@@ -293,20 +293,14 @@ def test_decisions_on_recorded_container_headers() -> None:
     version_level = recorded_headers("container_version_level_immutability.json")
     enabled = version_level["x-ms-immutable-storage-with-versioning-enabled"] == "true"
     has_policy = version_level["x-ms-has-immutability-policy"] == "true"
-    assert all(
-        ok for _, ok, _ in container_checks("c", enabled, has_policy, "version-immutability")
-    )
+    assert all(c.ok for c in container_checks("c", enabled, has_policy, "version-immutability"))
     # Version-level immutability is not a container policy: that mode must not pass on it.
-    assert not all(
-        ok for _, ok, _ in container_checks("c", enabled, has_policy, "container-policy")
-    )
+    assert not all(c.ok for c in container_checks("c", enabled, has_policy, "container-policy"))
 
     container_policy = recorded_headers("container_with_container_policy.json")
     has_policy = container_policy["x-ms-has-immutability-policy"] == "true"
-    assert all(ok for _, ok, _ in container_checks("c", None, has_policy, "container-policy"))
-    assert not all(
-        ok for _, ok, _ in container_checks("c", None, has_policy, "version-immutability")
-    )
+    assert all(c.ok for c in container_checks("c", None, has_policy, "container-policy"))
+    assert not all(c.ok for c in container_checks("c", None, has_policy, "version-immutability"))
 
 
 def test_lock_modes() -> None:
@@ -328,7 +322,7 @@ def test_upload_retries_transient_errors(service: Any, proxy: FaultProxy, tmp_pa
     log = tmp_path / "output.log"
     digests = write_file(log, 5000)
 
-    stored = store.put_file("runs/r/output.log", log, digests, RETAIN_UNTIL, POLICY)
+    stored = store.put_file("runs/r/output.log", log, digests, LOCK)
 
     assert len([r for r in proxy.requests if is_blob_put(*r)]) == 4
     state = store.head("runs/r/output.log", stored.version_id)
@@ -345,7 +339,7 @@ def test_upload_gives_up_after_max_attempts(
     digests = write_file(log, 100)
 
     with pytest.raises(UploadError) as caught:
-        store.put_file("runs/r/output.log", log, digests, RETAIN_UNTIL, POLICY)
+        store.put_file("runs/r/output.log", log, digests, LOCK)
 
     assert caught.value.exit_code == EXIT_UPLOAD
     assert "kept failing" in caught.value.diagnostics()
@@ -361,14 +355,12 @@ def test_create_only_write_whose_response_was_lost_is_recognised(
     store = store_for(f"{proxy.url}/{AZURITE_ACCOUNT}", container)
     proxy.lose(1, is_blob_put)
 
-    stored = store.put_create_only("chain/000000000000.json", b'{"a":1}', RETAIN_UNTIL, POLICY)
+    stored = store.put_create_only("chain/000000000000.json", b'{"a":1}', LOCK)
 
     assert stored is not None
     assert [v.version_id for v in store.versions("chain/000000000000.json")] == [stored.version_id]
     proxy.lose(1, is_blob_put)
-    assert (
-        store.put_create_only("chain/000000000000.json", b'{"a":2}', RETAIN_UNTIL, POLICY) is None
-    )
+    assert store.put_create_only("chain/000000000000.json", b'{"a":2}', LOCK) is None
 
 
 def test_missing_container_is_a_one_line_error(azurite: AzuriteEmulator) -> None:
@@ -379,7 +371,7 @@ def test_missing_container_is_a_one_line_error(azurite: AzuriteEmulator) -> None
     assert "does not exist" in caught.value.diagnostics()
     assert "\n" not in caught.value.diagnostics()
     with pytest.raises(UploadError, match="does not exist"):
-        store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+        store.put_create_only("chain/000000000000.json", b"{}", LOCK)
 
 
 def test_permission_denied_names_the_role(service: Any, proxy: FaultProxy) -> None:

@@ -10,11 +10,13 @@ import pytest
 
 from tfaudit_ci.chain import Chain
 from tfaudit_ci.errors import ConfigError, UploadError
-from tfaudit_ci.stores.base import Digests, Policy
+from tfaudit_ci.stores.base import Digests, Lock, Policy
 from tfaudit_ci.stores.file import FileStore
+from tfaudit_ci.vocab import LockMode
 
 POLICY = Policy()
 UNTIL = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+LOCK = Lock(LockMode.COMPLIANCE, UNTIL)
 
 
 def _digests(data: bytes) -> Digests:
@@ -27,9 +29,9 @@ def test_second_version_is_listed_after_the_first_and_readers_pick_the_oldest(
     tmp_path: Path,
 ) -> None:
     store = FileStore(tmp_path)
-    first = store.put_create_only("s/chain/000000000000.json", b"winner", UNTIL, POLICY)
+    first = store.put_create_only("s/chain/000000000000.json", b"winner", LOCK)
     assert first is not None and first.version_id == "1"
-    assert store.put_create_only("s/chain/000000000000.json", b"again", UNTIL, POLICY) is None
+    assert store.put_create_only("s/chain/000000000000.json", b"again", LOCK) is None
     second = store.put_version("s/chain/000000000000.json", b"loser")
     versions = store.versions("s/chain/000000000000.json")
     assert [v.version_id for v in versions] == ["1", second]
@@ -43,7 +45,7 @@ def test_second_version_is_listed_after_the_first_and_readers_pick_the_oldest(
 
 def test_delete_marker_hides_nothing_and_blocks_reuse_of_the_slot(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
-    store.put_create_only("s/chain/000000000000.json", b"r0", UNTIL, POLICY)
+    store.put_create_only("s/chain/000000000000.json", b"r0", LOCK)
     marker = store.put_delete_marker("s/chain/000000000000.json")
     versions = store.versions("s/chain/000000000000.json")
     assert [(v.version_id, v.is_delete_marker) for v in versions] == [("1", False), (marker, True)]
@@ -52,7 +54,7 @@ def test_delete_marker_hides_nothing_and_blocks_reuse_of_the_slot(tmp_path: Path
     only_marker = "s/chain/000000000001.json"
     store.put_delete_marker(only_marker)
     assert store.slot_taken(only_marker)
-    assert store.put_create_only(only_marker, b"r1", UNTIL, POLICY) is None
+    assert store.put_create_only(only_marker, b"r1", LOCK) is None
     assert list(store.list_keys("s/chain/")) == [
         "s/chain/000000000000.json",
         "s/chain/000000000001.json",
@@ -63,13 +65,13 @@ def test_put_file_never_overwrites(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     src = tmp_path / "src"
     src.write_bytes(b"data")
-    store.put_file("s/runs/f/output.log", src, _digests(b"data"), UNTIL, POLICY)
-    again = store.put_file("s/runs/f/output.log", src, _digests(b"data"), UNTIL, POLICY)
+    store.put_file("s/runs/f/output.log", src, _digests(b"data"), LOCK)
+    again = store.put_file("s/runs/f/output.log", src, _digests(b"data"), LOCK)
     assert again.version_id == "1"
     other = tmp_path / "other"
     other.write_bytes(b"evil")
     with pytest.raises(UploadError):
-        store.put_file("s/runs/f/output.log", other, _digests(b"evil"), UNTIL, POLICY)
+        store.put_file("s/runs/f/output.log", other, _digests(b"evil"), LOCK)
     assert (tmp_path / "s/runs/f/output.log").read_bytes() == b"data"
 
 
@@ -90,7 +92,7 @@ def test_import_keeps_foreign_version_ids_and_order(tmp_path: Path) -> None:
 def test_tampering_in_place_changes_what_is_read(tmp_path: Path) -> None:
     """A directory is not WORM: an attacker can rewrite the file; verify must see new bytes."""
     store = FileStore(tmp_path)
-    store.put_create_only("s/chain/000000000000.json", b"honest", UNTIL, POLICY)
+    store.put_create_only("s/chain/000000000000.json", b"honest", LOCK)
     path = tmp_path / "s/chain/000000000000.json"
     path.chmod(0o644)
     path.write_bytes(b"forged")

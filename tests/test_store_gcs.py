@@ -34,12 +34,14 @@ from tfaudit_ci.errors import (
     UploadError,
 )
 from tfaudit_ci.stores import StoreOptions, open_store
-from tfaudit_ci.stores.base import Digests, Policy
+from tfaudit_ci.stores.base import Digests, Lock, Policy
 from tfaudit_ci.stores.gcs import GcsStore, bucket_checks, object_lock, parse_time
+from tfaudit_ci.vocab import LockMode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gcs"
 POLICY = Policy(retention_days=365, lock_mode="COMPLIANCE")
 RETAIN_UNTIL = dt.datetime(2031, 5, 17, 8, 30, 15, 250000, tzinfo=dt.timezone.utc)
+LOCK = Lock(LockMode.COMPLIANCE, RETAIN_UNTIL)
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -103,7 +105,7 @@ def test_put_file_round_trips_locked_object_retention(client: Any, tmp_path: Pat
     log = tmp_path / "output.log"
     digests = write_file(log, 9 * 1024 * 1024 + 123)
 
-    stored = store.put_file("runs/r1/output.log", log, digests, RETAIN_UNTIL, POLICY)
+    stored = store.put_file("runs/r1/output.log", log, digests, LOCK)
 
     assert stored.version_id.isdigit()
     assert (stored.sha256, stored.size) == (digests.sha256, digests.size)
@@ -127,8 +129,8 @@ def test_put_file_round_trips_locked_object_retention(client: Any, tmp_path: Pat
 def test_governance_policy_writes_unlocked_retention(client: Any) -> None:
     bucket = new_bucket(client, object_retention=True)
     store = store_for(client, bucket)
-    governance = Policy(retention_days=30, lock_mode="GOVERNANCE")
-    stored = store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, governance)
+    governance = Lock(LockMode.GOVERNANCE, RETAIN_UNTIL)
+    stored = store.put_create_only("chain/000000000000.json", b"{}", governance)
     assert stored is not None
     state = store.head("chain/000000000000.json", stored.version_id)
     assert state is not None and state.lock_mode == "GOVERNANCE"
@@ -138,13 +140,11 @@ def test_governance_policy_writes_unlocked_retention(client: Any) -> None:
 def test_put_create_only_is_create_only(client: Any) -> None:
     bucket = new_bucket(client, object_retention=True)
     store = store_for(client, bucket)
-    first = store.put_create_only("chain/000000000000.json", b'{"seq":0}', RETAIN_UNTIL, POLICY)
+    first = store.put_create_only("chain/000000000000.json", b'{"seq":0}', LOCK)
     assert first is not None
     assert first.sha256 == hashlib.sha256(b'{"seq":0}').hexdigest()
 
-    second = store.put_create_only(
-        "chain/000000000000.json", b'{"seq":0,"x":1}', RETAIN_UNTIL, POLICY
-    )
+    second = store.put_create_only("chain/000000000000.json", b'{"seq":0,"x":1}', LOCK)
 
     assert second is None
     assert store.read_version("chain/000000000000.json", first.version_id) == b'{"seq":0}'
@@ -159,7 +159,7 @@ def test_put_create_only_is_create_only(client: Any) -> None:
 def test_head_of_unknown_generation_is_none(client: Any) -> None:
     bucket = new_bucket(client, object_retention=True)
     store = store_for(client, bucket)
-    stored = store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+    stored = store.put_create_only("chain/000000000000.json", b"{}", LOCK)
     assert stored is not None
     assert store.head("chain/000000000000.json", str(int(stored.version_id) + 1)) is None
     assert store.head("chain/000000000000.json", "not-a-generation") is None
@@ -170,7 +170,7 @@ def test_list_keys_is_relative_to_the_prefix(client: Any) -> None:
     bucket = new_bucket(client, object_retention=True)
     store = store_for(client, bucket)
     for seq in range(3):
-        store.put_create_only(f"chain/{seq:012d}.json", b"{}", RETAIN_UNTIL, POLICY)
+        store.put_create_only(f"chain/{seq:012d}.json", b"{}", LOCK)
     client.bucket(bucket).blob("elsewhere/chain/x.json").upload_from_string(b"{}")
     assert sorted(store.list_keys("chain/")) == [f"chain/{seq:012d}.json" for seq in range(3)]
 
@@ -183,7 +183,7 @@ def test_open_store_uses_the_emulator_from_the_environment(
     store = open_store(f"gs://{bucket}/audit/acme", StoreOptions(gcs_mode="object-retention"))
     assert isinstance(store, GcsStore)
     assert store.uri == f"gs://{bucket}/audit/acme"
-    stored = store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+    stored = store.put_create_only("chain/000000000000.json", b"{}", LOCK)
     assert stored is not None
     assert client.bucket(bucket).get_blob("audit/acme/chain/000000000000.json") is not None
 
@@ -196,7 +196,6 @@ def test_bucket_policy_mode_fails_preflight_on_a_server_without_a_locked_policy(
 ) -> None:
     bucket = new_bucket(client)
     report = store_for(client, bucket, mode="bucket-policy").preflight(POLICY)
-    assert report.worm
     assert not report.ok
     failed = {name for name, ok, _ in report.checks if not ok}
     assert failed == {"retention-policy", "retention-locked", "retention-period"}
@@ -237,7 +236,7 @@ def test_object_retention_mode_passes_preflight_with_recorded_bucket_response(
     report = store.preflight(POLICY)
 
     assert report.ok, report.problems()
-    stored = store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+    stored = store.put_create_only("chain/000000000000.json", b"{}", LOCK)
     assert stored is not None
     state = store.head("chain/000000000000.json", stored.version_id)
     assert state is not None and state.lock_mode == "COMPLIANCE"
@@ -259,7 +258,7 @@ def test_bucket_policy_mode_passes_with_recorded_locked_policy(
     store = store_for(make_client(proxy.url), bucket, mode="bucket-policy")
 
     report = store.preflight(POLICY)
-    stored = store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+    stored = store.put_create_only("chain/000000000000.json", b"{}", LOCK)
     assert stored is not None
     state = store.head("chain/000000000000.json", stored.version_id)
 
@@ -292,24 +291,24 @@ def test_preflight_reports_a_longer_policy_than_the_bucket_keeps(
 
 def test_decisions_on_recorded_locked_bucket() -> None:
     locked = fixture("bucket_locked_retention_policy.json")
-    assert all(ok for _, ok, _ in bucket_checks(locked, "bucket-policy", POLICY))
-    assert not all(ok for _, ok, _ in bucket_checks(locked, "bucket-policy", Policy(401)))
+    assert all(c.ok for c in bucket_checks(locked, "bucket-policy", POLICY))
+    assert not all(c.ok for c in bucket_checks(locked, "bucket-policy", Policy(401)))
     # The same bucket has no object retention: the other mode must not pass on it.
-    assert not all(ok for _, ok, _ in bucket_checks(locked, "object-retention", POLICY))
+    assert not all(c.ok for c in bucket_checks(locked, "object-retention", POLICY))
 
 
 def test_decisions_on_recorded_unlocked_bucket() -> None:
     unlocked = fixture("bucket_unlocked_retention_policy.json")
-    checks = {name: ok for name, ok, _ in bucket_checks(unlocked, "bucket-policy", POLICY)}
+    checks = {c.name: c.ok for c in bucket_checks(unlocked, "bucket-policy", POLICY)}
     assert checks == {"retention-policy": True, "retention-locked": False, "retention-period": True}
     governance = Policy(retention_days=365, lock_mode="GOVERNANCE")
-    assert all(ok for _, ok, _ in bucket_checks(unlocked, "bucket-policy", governance))
+    assert all(c.ok for c in bucket_checks(unlocked, "bucket-policy", governance))
 
 
 def test_decisions_on_recorded_object_retention_bucket() -> None:
     enabled = fixture("bucket_object_retention_enabled.json")
-    assert all(ok for _, ok, _ in bucket_checks(enabled, "object-retention", POLICY))
-    assert not all(ok for _, ok, _ in bucket_checks(enabled, "bucket-policy", POLICY))
+    assert all(c.ok for c in bucket_checks(enabled, "object-retention", POLICY))
+    assert not all(c.ok for c in bucket_checks(enabled, "bucket-policy", POLICY))
 
 
 def test_object_lock_from_recorded_objects() -> None:
@@ -342,7 +341,7 @@ def test_upload_retries_transient_errors(client: Any, proxy: FaultProxy, tmp_pat
     log = tmp_path / "output.log"
     digests = write_file(log, 5000)
 
-    stored = store.put_file("runs/r/output.log", log, digests, RETAIN_UNTIL, POLICY)
+    stored = store.put_file("runs/r/output.log", log, digests, LOCK)
 
     assert len([r for r in proxy.requests if is_upload(*r)]) == 4
     state = store.head("runs/r/output.log", stored.version_id)
@@ -357,7 +356,7 @@ def test_upload_gives_up_after_max_attempts(client: Any, proxy: FaultProxy, tmp_
     digests = write_file(log, 100)
 
     with pytest.raises(UploadError) as caught:
-        store.put_file("runs/r/output.log", log, digests, RETAIN_UNTIL, POLICY)
+        store.put_file("runs/r/output.log", log, digests, LOCK)
 
     assert caught.value.exit_code == EXIT_UPLOAD
     assert "kept failing" in caught.value.diagnostics()
@@ -373,15 +372,13 @@ def test_create_only_write_whose_response_was_lost_is_recognised(
     store = store_for(make_client(proxy.url), bucket)
     proxy.lose(1, is_upload)
 
-    stored = store.put_create_only("chain/000000000000.json", b'{"a":1}', RETAIN_UNTIL, POLICY)
+    stored = store.put_create_only("chain/000000000000.json", b'{"a":1}', LOCK)
 
     assert stored is not None
     assert [v.version_id for v in store.versions("chain/000000000000.json")] == [stored.version_id]
     # A different record in the same slot is still a lost race, not our write.
     proxy.lose(1, is_upload)
-    assert (
-        store.put_create_only("chain/000000000000.json", b'{"a":2}', RETAIN_UNTIL, POLICY) is None
-    )
+    assert store.put_create_only("chain/000000000000.json", b'{"a":2}', LOCK) is None
 
 
 def test_missing_bucket_is_a_one_line_preflight_error(client: Any) -> None:
@@ -396,7 +393,7 @@ def test_missing_bucket_is_a_one_line_preflight_error(client: Any) -> None:
 def test_upload_to_missing_bucket_is_an_upload_error(client: Any) -> None:
     store = store_for(client, "tfaudit-no-such-bucket")
     with pytest.raises(UploadError, match="not found"):
-        store.put_create_only("chain/000000000000.json", b"{}", RETAIN_UNTIL, POLICY)
+        store.put_create_only("chain/000000000000.json", b"{}", LOCK)
 
 
 def test_permission_denied_says_which_roles(client: Any, proxy: FaultProxy) -> None:

@@ -1,4 +1,4 @@
-"""Appending to the hash chain with create-only writes (DESIGN.md, "Chain protocol").
+"""Appending to the hash chain with create-only writes (docs/record-format.md, "Chain protocol").
 
 The head is found by probing (exponential, then binary search) so that appending to a stream
 of 100,000 records costs a few dozen requests. Readers always read a slot's *oldest*
@@ -7,7 +7,6 @@ version: on stores that ignore ``If-None-Match`` a losing writer's version stays
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,9 +15,12 @@ from typing import Any
 from tfaudit_ci.canonical import sha256_hex
 from tfaudit_ci.errors import UploadError
 from tfaudit_ci.record import chain_key
-from tfaudit_ci.stores.base import Policy, Store, StoredObject
+from tfaudit_ci.stores.base import Lock, Store, StoredObject
 
 MAX_APPEND_TRIES = 64
+# How far back from the head to look for a record a run already appended (a killed run's
+# `recover`, or a retry after a lost answer).
+DUPLICATE_LOOKBACK = 32
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class Slot:
     def record(self) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(self.data)
         return parsed
+
+    @property
+    def run_folder(self) -> str | None:
+        return _run_folder(self.data)
 
 
 # (seq, prev reference, previous record or None) -> the canonical, signed record bytes
@@ -89,8 +95,7 @@ class Chain:
         build: RecordBuilder,
         *,
         run_folder: str,
-        retain_until: dt.datetime,
-        policy: Policy,
+        lock: Lock | None,
     ) -> tuple[Slot, StoredObject]:
         head = self.find_head()
         for _ in range(MAX_APPEND_TRIES):
@@ -113,7 +118,7 @@ class Chain:
                 prev_ref = {"seq": head, "sha256": prev.sha256}
                 prev_record = prev.record()
             data = build(seq, prev_ref, prev_record)
-            stored = self.store.put_create_only(self.key(seq), data, retain_until, policy)
+            stored = self.store.put_create_only(self.key(seq), data, lock)
             if stored is not None:
                 return Slot(seq, stored.version_id, data), stored
             # Lost the slot, or our own earlier attempt landed before its response was lost:

@@ -1,15 +1,20 @@
-"""Parse the command line and dispatch to one module per subcommand."""
+"""Parse the command line and dispatch to one module per subcommand.
+
+Options are never abbreviated (``--stor`` is an error with a suggestion, not ``--store``),
+a mistyped option or subcommand gets "did you mean", and every usage error exits 20.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import difflib
 import os
+import re
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from tfaudit_ci import __version__, errors
 from tfaudit_ci.errors import ConfigError, TfauditError
@@ -27,16 +32,81 @@ STORE_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--connect-timeout", {"metavar": "SECONDS"}),
     ("--read-timeout", {"metavar": "SECONDS"}),
     ("--max-attempts", {"metavar": "N"}),
-    ("--multipart-threshold", {"metavar": "BYTES"}),
+    ("--multipart-threshold", {"metavar": "SIZE", "help": "bytes, or e.g. 64MiB"}),
     ("--gcs-mode", {"metavar": "MODE", "help": "bucket-policy or object-retention"}),
     ("--azure-mode", {"metavar": "MODE", "help": "version-immutability or container-policy"}),
     ("--signing-key", {"metavar": "SPEC", "help": "none, hmac:env:VAR, ed25519:FILE, kms:ID"}),
 ]
 
+EXIT_CODES_TEXT = {
+    "run": """exit codes:
+  the command's own  the audit succeeded; the command's exit code passes through
+  20                 usage or configuration error (nothing was run)
+  21                 preflight failed: the store is not locked as policy requires (not run)
+  22                 upload failed after retries (the spool is kept; `tfaudit recover`)
+  23                 read-back of digest or retention failed (the spool is kept)
+  130, 143           interrupted by SIGINT / SIGTERM (after the partial record shipped)""",
+    "check": """exit codes:
+  0   the store is locked as policy requires (or accepted with --on-unlocked warn)
+  20  usage or configuration error
+  21  the store is not locked as policy requires""",
+    "verify": """exit codes:
+  0   every record in the range was checked and holds
+  20  usage or configuration error
+  24  verification found at least one error (each is listed)""",
+    "recover": """exit codes:
+  0   nothing to recover, or every spool was shipped
+  20  usage or configuration error
+  21  a spool's store is not locked as policy requires (the spool is kept)
+  22  an upload failed (the spool is kept)
+  23  a read-back failed (the spool is kept)""",
+}
+
+DESCRIPTIONS = {
+    "run": "Run COMMAND (terraform, tofu, terragrunt), stream its output to the console, "
+    "and ship its redacted output, plan and CI metadata to the WORM store as the next "
+    "record of the stream's hash chain. Preflight checks the store's lock before the command "
+    "starts; an audit failure fails the job.",
+    "check": "Preflight only: is the store locked as the policy requires? Runs nothing.",
+    "verify": "Verify a stream: every record in the range, its place in the hash chain, its "
+    "signature, its artifacts' digests and locks, and its identity evidence. Reports every "
+    "problem, not just the first.",
+    "recover": "Ship the spools that an interrupted or failed run left behind, each to the "
+    "store and stream recorded in it.",
+}
+
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # exit 20 with a one-line message, not argparse's 2
-        raise ConfigError(f"{self.prog}: {message}", fix=f"see `{self.prog} --help`")
+    """Exit 20 with one line and a suggestion, instead of argparse's exit 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(
+            f"{self.prog}: {message}{_suggestion(self, message)}", fix=f"see `{self.prog} --help`"
+        )
+
+
+def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    words: list[str] = []
+    known: list[str] = []
+    if match := re.search(r"unrecognized arguments: (.+)$", message):
+        words = [w.split("=", 1)[0] for w in match.group(1).split() if w.startswith("-")]
+        known = [s for action in parser._actions for s in action.option_strings]
+    elif match := re.search(r"invalid choice: '([^']+)'", message):
+        words = [match.group(1)]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                known = list(action.choices)
+    hints = []
+    for word in words:
+        close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+        if close:
+            hints.append(f"{word} -> {close[0]}")
+    return f" (did you mean: {', '.join(hints)}?)" if hints else ""
 
 
 def _add_store_flags(parser: argparse.ArgumentParser) -> None:
@@ -45,14 +115,25 @@ def _add_store_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=flag[2:], default=argparse.SUPPRESS, **kwargs)
 
 
+def _subcommand(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=summary, description=DESCRIPTIONS[name], epilog=EXIT_CODES_TEXT[name]
+    )
+    _add_store_flags(parser)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tfaudit", description="Audit trail for Terraform runs in CI.")
+    parser = _Parser(
+        prog="tfaudit",
+        description="A WORM audit trail for Terraform/OpenTofu runs in CI.",
+        epilog="`tfaudit COMMAND --help` describes each command and its exit codes.",
+    )
     parser.add_argument("--version", action="version", version=f"tfaudit-ci {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="tracebacks on errors")
-    sub = parser.add_subparsers(dest="cmd", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="cmd", parser_class=_Parser, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run a command and ship its audit record")
-    _add_store_flags(run)
+    run = _subcommand(sub, "run", "run a command and ship its audit record")
     run.add_argument(
         "--redact",
         action="append",
@@ -67,22 +148,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="also upload the binary plan (unredacted!)",
     )
-    run.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    run.add_argument(
+        "--result",
+        metavar="FILE",
+        type=Path,
+        help="write the run's result as JSON to FILE (stdout carries only the command's bytes)",
+    )
+    run.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
 
-    check = sub.add_parser("check", help="preflight only: is the store locked as required?")
-    _add_store_flags(check)
-    check.add_argument("--json", action="store_true")
+    check = _subcommand(sub, "check", "preflight only: is the store locked as required?")
+    check.add_argument("--json", action="store_true", help="machine-readable output on stdout")
 
-    verify = sub.add_parser("verify", help="verify a stream's chain, signatures and artifacts")
-    _add_store_flags(verify)
+    verify = _subcommand(sub, "verify", "verify a stream's chain, signatures and artifacts")
     from tfaudit_ci.commands.verify_args import add_verify_arguments
 
     add_verify_arguments(verify)
 
-    recover = sub.add_parser("recover", help="ship spools left behind by an interrupted run")
-    _add_store_flags(recover)
-    recover.add_argument("--json", action="store_true")
+    recover = _subcommand(sub, "recover", "ship spools left behind by an interrupted run")
+    recover.add_argument(
+        "--all-stores",
+        action="store_true",
+        help="also ship spools recorded for a store other than --store",
+    )
+    recover.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     return parser
 
 
@@ -91,33 +180,83 @@ def _config_flags(ns: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(ns, key) for key in keys if hasattr(ns, key)}
 
 
+def _run_command(ns: argparse.Namespace) -> list[str]:
+    if ns.json:
+        raise ConfigError(
+            "tfaudit run: --json would mix tfaudit's JSON with the command's own output",
+            fix="use --result FILE: the result is written there as JSON",
+        )
+    command = list(ns.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("no command to run", fix="tfaudit run [options] -- terraform plan")
+    return command
+
+
 def _dispatch(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     from tfaudit_ci.config import load_config
 
+    if ns.cmd is None:
+        build_parser().print_usage(sys.stderr)
+        raise ConfigError("no command given", fix="use one of: run, check, verify, recover")
     cwd = Path.cwd()
+    command = _run_command(ns) if ns.cmd == "run" else []
     config = load_config(_config_flags(ns), env, cwd=cwd, config_path=ns.config)
-    if ns.cmd == "run":
-        from tfaudit_ci.commands.run import main_run
+    handlers: dict[str, Callable[[], int]] = {
+        "run": lambda: _main_run(command, config, env, cwd, ns.result),
+        "check": lambda: _main_check(config, ns.json),
+        "verify": lambda: _main_verify(ns, config, env),
+        "recover": lambda: _main_recover(config, env, ns),
+    }
+    return handlers[ns.cmd]()
 
-        command = list(ns.command)
-        if command and command[0] == "--":
-            command = command[1:]
-        if not command:
-            raise ConfigError("no command to run", fix="tfaudit run [options] -- terraform plan")
-        return main_run(command, config, env, cwd, as_json=ns.json)
-    if ns.cmd == "check":
-        from tfaudit_ci.commands.check import main_check
 
-        return main_check(config, as_json=ns.json)
-    if ns.cmd == "verify":
-        from tfaudit_ci.commands.verify import main_verify
+def _main_run(
+    command: list[str], config: Any, env: Mapping[str, str], cwd: Path, result: Path | None
+) -> int:
+    from tfaudit_ci.commands.run import main_run
 
-        return main_verify(ns, config, env)
-    if ns.cmd == "recover":
-        from tfaudit_ci.commands.recover import main_recover
+    return main_run(command, config, env, cwd, result_file=result)
 
-        return main_recover(config, env, cwd, as_json=ns.json)
-    raise ConfigError("no command given", fix="use one of: run, check, verify, recover")
+
+def _main_check(config: Any, as_json: bool) -> int:
+    from tfaudit_ci.commands.check import main_check
+
+    return main_check(config, as_json=as_json)
+
+
+def _main_verify(ns: argparse.Namespace, config: Any, env: Mapping[str, str]) -> int:
+    from tfaudit_ci.commands.verify import main_verify
+
+    return main_verify(ns, config, env)
+
+
+def _main_recover(config: Any, env: Mapping[str, str], ns: argparse.Namespace) -> int:
+    from tfaudit_ci.commands.recover import main_recover
+
+    return main_recover(config, env, as_json=ns.json, all_stores=ns.all_stores)
+
+
+def _is_run(args: Sequence[str]) -> bool:
+    """Whether the command line names the ``run`` subcommand (for failures before parsing
+    finished, which must still report like any other failed run)."""
+    for arg in args:
+        if arg in ("-v", "--verbose"):
+            continue
+        return arg == "run"
+    return False
+
+
+def _report_failed_run(exc: TfauditError, env: Mapping[str, str], args: Sequence[str]) -> None:
+    from tfaudit_ci.commands.run import finish
+    from tfaudit_ci.console import Console
+    from tfaudit_ci.result import RunResult
+
+    result_file = None
+    if "--result" in args and args.index("--result") + 1 < len(args):
+        result_file = Path(args[args.index("--result") + 1])
+    finish(RunResult.not_run(exc.exit_code, exc.diagnostics()), env, Console.system(), result_file)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
@@ -132,6 +271,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             import traceback
 
             traceback.print_exc()
+        if _is_run(args):
+            _report_failed_run(exc, environ, args)
+            return exc.exit_code
         sys.stderr.write(f"tfaudit: error: {exc.diagnostics()}\n")
         if environ.get("GITHUB_ACTIONS") == "true":
             from tfaudit_ci.report.github import annotate_error
@@ -150,8 +292,3 @@ def main_entry() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     sys.exit(code)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    sys.stdout.flush()

@@ -5,18 +5,22 @@ Every value is validated where it enters, and an error names the key and where i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.stores import StoreOptions
 from tfaudit_ci.stores.base import Policy
+from tfaudit_ci.vocab import AzureMode, GcsMode, LockMode, OnUnlocked, values
 
 DEFAULT_CONFIG_FILE = ".tfaudit.yml"
-LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
-ON_UNLOCKED = ("fail", "warn")
+_E = TypeVar("_E", bound=Enum)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?", re.IGNORECASE)
+_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
 def _as_int(value: Any, *, minimum: int = 0) -> int:
@@ -32,6 +36,18 @@ def _as_int(value: Any, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ValueError(f"must be at least {minimum}, got {value}")
     return value
+
+
+def _as_size(value: Any, *, minimum: int = 0) -> int:
+    """Bytes from a whole number or a size such as ``64MiB``, ``100MB``, ``5 GiB``."""
+    if isinstance(value, str) and not value.strip().isdigit():
+        match = _SIZE.fullmatch(value.strip())
+        if match is None:
+            raise ValueError(f"expected a size such as 64MiB or a number of bytes, got {value!r}")
+        number, unit, binary = match.groups()
+        base = 1024 if binary or not unit else 1000
+        value = int(float(number) * base ** _SIZE_POWERS[unit.lower()])
+    return _as_int(value, minimum=minimum)
 
 
 def _as_float(value: Any) -> float:
@@ -71,13 +87,14 @@ def _as_str_list(value: Any) -> list[str]:
     raise ValueError("expected a list of strings")
 
 
-def _choice(options: tuple[str, ...], *, upper: bool = False) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
+def _choice(enum: type[_E], *, upper: bool = False) -> Callable[[Any], _E]:
+    def convert(value: Any) -> _E:
         text = _as_str(value).strip()
         text = text.upper() if upper else text.lower()
-        if text not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {value!r}")
-        return text
+        try:
+            return enum(text)
+        except ValueError:
+            raise ValueError(f"expected one of {', '.join(values(enum))}, got {value!r}") from None
 
     return convert
 
@@ -87,20 +104,20 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "store": _as_str,
     "stream": _as_str,
     "retention-days": lambda v: _as_int(v, minimum=1),
-    "lock-mode": _choice(LOCK_MODES, upper=True),
-    "on-unlocked": _choice(ON_UNLOCKED),
+    "lock-mode": _choice(LockMode, upper=True),
+    "on-unlocked": _choice(OnUnlocked),
     "redact": _as_str_list,
     "signing-key": _as_str,
     "upload-plan-file": _as_bool,
     "endpoint-url": _as_str,
     "region": _as_str,
     "work-dir": _as_str,
-    "multipart-threshold": lambda v: _as_int(v, minimum=5 * 1024 * 1024),
+    "multipart-threshold": lambda v: _as_size(v, minimum=5 * 1024 * 1024),
     "connect-timeout": _as_float,
     "read-timeout": _as_float,
     "max-attempts": lambda v: _as_int(v, minimum=1),
-    "gcs-mode": _choice(("bucket-policy", "object-retention")),
-    "azure-mode": _choice(("version-immutability", "container-policy")),
+    "gcs-mode": _choice(GcsMode),
+    "azure-mode": _choice(AzureMode),
     "oidc-audience": _as_str,
     "gitlab-id-token-var": _as_str,
 }
@@ -115,8 +132,8 @@ class Config:
     store: str | None = None
     stream: str | None = None
     retention_days: int = 365
-    lock_mode: str = "COMPLIANCE"
-    on_unlocked: str | None = None  # None: fail for real stores, still fail for file:// unless set
+    lock_mode: LockMode = LockMode.COMPLIANCE
+    on_unlocked: OnUnlocked = OnUnlocked.FAIL
     redact: list[str] = field(default_factory=list)
     signing_key: str | None = None
     upload_plan_file: bool = False
@@ -127,8 +144,8 @@ class Config:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_attempts: int = 5
-    gcs_mode: str = "bucket-policy"
-    azure_mode: str = "version-immutability"
+    gcs_mode: GcsMode = GcsMode.BUCKET_POLICY
+    azure_mode: AzureMode = AzureMode.VERSION_IMMUTABILITY
     oidc_audience: str = "tfaudit"
     gitlab_id_token_var: str | None = None
     sources: dict[str, str] = field(default_factory=dict)  # key -> where its value came from

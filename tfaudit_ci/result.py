@@ -1,9 +1,12 @@
-"""The outcome of one ``tfaudit run``: what reporters (GitHub, GitLab, --json) publish."""
+"""The outcome of one ``tfaudit run``: what reporters (GitHub, GitLab, ``--result``) publish."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from tfaudit_ci import errors
+from tfaudit_ci.vocab import RunStatus
 
 
 @dataclass
@@ -26,23 +29,69 @@ class PlanCounts:
 class RunResult:
     exit_code: int  # the exit code tfaudit itself returns (audit failure outranks the command's)
     command_exit_code: int | None  # the wrapped command's own code; None if it never ran
-    status: str  # succeeded | failed | cancelled | crashed | interrupted | not-run
+    status: RunStatus
     audit_ok: bool
-    store: str
-    stream: str
+    store: str | None
+    stream: str | None
     seq: int | None = None
     record_uri: str | None = None
     record_sha256: str | None = None
-    log_path: str | None = None  # the redacted spool on disk
+    log_path: str | None = None  # the redacted output on disk
     plan_json_path: str | None = None  # the redacted plan JSON on disk
-    spool_dir: str | None = None
+    spool_dir: str | None = None  # set while a spool is kept (the audit failed)
     plan: PlanCounts | None = None
     resources: list[dict[str, Any]] = field(default_factory=list)  # [{address, actions}]
     error: str | None = None  # one-line diagnostics when the audit failed
+    warnings: list[str] = field(default_factory=list)
     masked_values: list[str] = field(default_factory=list, repr=False)  # for ::add-mask:: only
+
+    @classmethod
+    def not_run(
+        cls,
+        exit_code: int,
+        error: str,
+        *,
+        store: str | None = None,
+        stream: str | None = None,
+    ) -> RunResult:
+        """Nothing ran and nothing was recorded (configuration, preflight, early signal)."""
+        return cls(
+            exit_code=exit_code,
+            command_exit_code=None,
+            status=RunStatus.NOT_RUN,
+            audit_ok=False,
+            store=store,
+            stream=stream,
+            error=error,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("masked_values")
+        data["status"] = str(self.status)
         data["plan"] = self.plan.to_dict() if self.plan else None
         return data
+
+    def summary_line(self) -> str:
+        """tfaudit's one line at the end of a run (stderr)."""
+        if self.audit_ok:
+            plan = ""
+            if self.plan is not None:
+                p = self.plan
+                plan = f", plan +{p.add} ~{p.change} -{p.destroy}"
+            return (
+                f"tfaudit: {self.status} (exit {self.exit_code}{plan}); record seq "
+                f"{self.seq} at {self.record_uri} sha256 {self.record_sha256}"
+            )
+        if self.status == RunStatus.NOT_RUN and self.exit_code in (
+            errors.EXIT_SIGINT,
+            errors.EXIT_SIGTERM,
+        ):
+            return f"tfaudit: {self.error} (exit {self.exit_code})"
+        if self.status == RunStatus.NOT_RUN:
+            return f"tfaudit: error: {self.error} (exit {self.exit_code}; the command was not run)"
+        return (
+            f"tfaudit: AUDIT FAILED (exit {self.exit_code}; command status {self.status}, "
+            f"exit {self.command_exit_code}): {self.error}"
+            + (f"; the spool is kept at {self.spool_dir}" if self.spool_dir else "")
+        )

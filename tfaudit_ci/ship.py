@@ -1,49 +1,39 @@
-"""Ship a spool: upload artifacts with the lock on the PUT, read them back, append the record,
-read the record back. Shared by ``run`` and ``recover``."""
+"""Ship a spool: upload its artifacts with the lock on the PUT, read them back, append the
+record, read the record back. The one path from spool to store, for ``run`` and ``recover``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfaudit_ci.chain import Chain
+from tfaudit_ci.chain import DUPLICATE_LOOKBACK, Chain
 from tfaudit_ci.errors import ReadbackError
-from tfaudit_ci.record import build_record, iso, run_key, utc_now
+from tfaudit_ci.locking import LockDecision
+from tfaudit_ci.record import build_record, iso, parse_iso, run_key
 from tfaudit_ci.signing import Signer, sign_record
-from tfaudit_ci.stores.base import Digests, ObjectState, Policy, Store, StoredObject
+from tfaudit_ci.spool import LOG_FILE, file_digests, merge_tails
+from tfaudit_ci.spoolstate import Receipt, SpoolArtifact, SpoolState
+from tfaudit_ci.stores.base import ObjectState, Policy, Store
 
 # Clock differences between this machine and the store, and rounding to whole seconds.
 RETAIN_SLACK = dt.timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
-class Artifact:
-    name: str
-    path: Path
-    digests: Digests
+class Expected:
+    """What a read-back must find: the bytes sent, locked as decided."""
 
-
-@dataclass
-class Shipment:
-    seq: int
-    record_key: str
-    record_version_id: str
-    record_sha256: str
-    artifacts: list[dict[str, Any]]
-    retain_until: dt.datetime
-
-
-def retain_until_for(policy: Policy, now: dt.datetime | None = None) -> dt.datetime:
-    moment = (now or utc_now()) + dt.timedelta(days=policy.retention_days)
-    return moment.replace(microsecond=0) + dt.timedelta(seconds=1)
+    size: int
+    sha256: str
+    md5_candidates: Callable[[], set[str]]
 
 
 def multipart_etag(path: Path, part_size: int) -> str:
-    import hashlib
-
     digests: list[bytes] = []
     with path.open("rb") as handle:
         while chunk := handle.read(part_size):
@@ -56,9 +46,7 @@ def check_state(
     state: ObjectState | None,
     *,
     what: str,
-    size: int,
-    sha256: str,
-    md5_candidates: Callable[[], set[str]],
+    expected: Expected,
     policy: Policy,
     minimum_retain: dt.datetime,
     check_lock: bool,
@@ -68,12 +56,16 @@ def check_state(
         raise ReadbackError(
             f"read-back: {what} is missing at its version", fix="check the bucket's versioning"
         )
-    if state.size != size:
-        raise ReadbackError(f"read-back: {what} has {state.size} bytes, expected {size}")
-    if state.sha256 is not None and state.sha256 != sha256:
+    if state.size != expected.size:
+        raise ReadbackError(f"read-back: {what} has {state.size} bytes, expected {expected.size}")
+    if state.sha256 is not None and state.sha256 != expected.sha256:
         raise ReadbackError(f"read-back: {what} sha256 differs from what was uploaded")
     # The candidates (a multipart ETag means re-reading the file) only when they are needed.
-    if state.sha256 is None and state.md5 is not None and state.md5 not in md5_candidates():
+    if (
+        state.sha256 is None
+        and state.md5 is not None
+        and state.md5 not in expected.md5_candidates()
+    ):
         raise ReadbackError(f"read-back: {what} MD5/ETag differs from what was uploaded")
     if not check_lock:
         return
@@ -92,134 +84,169 @@ def check_state(
         )
 
 
-def upload_artifacts(
-    store: Store,
-    stream: str,
-    run_folder: str,
-    artifacts: list[Artifact],
-    *,
-    policy: Policy,
-    retain_until: dt.datetime,
-    check_lock: bool,
-    part_size: int,
-    multipart_threshold: int,
-) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    stored: list[tuple[Artifact, StoredObject]] = []
-    for artifact in artifacts:
-        key = run_key(stream, run_folder, artifact.name)
-        obj = store.put_file(key, artifact.path, artifact.digests, retain_until, policy)
-        stored.append((artifact, obj))
-    for artifact, obj in stored:
+class Shipper:
+    """One shipment of one spool to one store."""
 
-        def candidates(artifact: Artifact = artifact) -> set[str]:
-            found = {artifact.digests.md5}
-            if artifact.digests.size > multipart_threshold:
-                found.add(multipart_etag(artifact.path, part_size))
-            return found
+    def __init__(
+        self,
+        store: Store,
+        spool: SpoolState,
+        spool_dir: Path,
+        decision: LockDecision,
+        signer: Signer,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.spool_dir = spool_dir
+        self.decision = decision
+        self.signer = signer
+        self.retain_until = decision.retain_until()
+        self.lock = decision.lock(self.retain_until)
 
+    def _read_back(self, key: str, version_id: str, expected: Expected) -> None:
         check_state(
-            store.head(obj.key, obj.version_id),
-            what=obj.key,
-            size=artifact.digests.size,
-            sha256=artifact.digests.sha256,
-            md5_candidates=candidates,
-            policy=policy,
-            minimum_retain=retain_until - RETAIN_SLACK,
-            check_lock=check_lock,
+            self.store.head(key, version_id),
+            what=key,
+            expected=expected,
+            policy=self.decision.policy,
+            minimum_retain=self.retain_until - RETAIN_SLACK,
+            check_lock=self.decision.readback,
         )
-        entries.append(
-            {
-                "name": artifact.name,
-                "key": obj.key,
-                "version_id": obj.version_id,
-                "sha256": artifact.digests.sha256,
-                "size": artifact.digests.size,
-            }
+
+    def upload_artifacts(self) -> list[dict[str, Any]]:
+        options = self.spool.store_options
+        stored = []
+        for artifact in self.spool.artifacts:
+            key = run_key(self.spool.stream, self.spool.run_folder, artifact.name)
+            path = _artifact_path(artifact, self.spool_dir)
+            stored.append(
+                (artifact, path, self.store.put_file(key, path, artifact.digests, self.lock))
+            )
+        entries: list[dict[str, Any]] = []
+        for artifact, path, obj in stored:
+
+            def candidates(artifact: SpoolArtifact = artifact, path: Path = path) -> set[str]:
+                found = {artifact.md5}
+                if artifact.size > options.multipart_threshold:
+                    found.add(multipart_etag(path, options.multipart_chunksize))
+                return found
+
+            self._read_back(
+                obj.key, obj.version_id, Expected(artifact.size, artifact.sha256, candidates)
+            )
+            entries.append(
+                {
+                    "name": artifact.name,
+                    "key": obj.key,
+                    "version_id": obj.version_id,
+                    "sha256": artifact.sha256,
+                    "size": artifact.size,
+                }
+            )
+        return entries
+
+    def append(self, entries: list[dict[str, Any]]) -> Receipt:
+        spool = self.spool
+        chain = Chain(self.store, spool.stream)
+        retention = self.decision.record_fields(self.retain_until)
+        finished = parse_iso(spool.finished_at) if spool.finished_at else None
+
+        def build(
+            seq: int, prev: dict[str, Any] | None, prev_record: dict[str, Any] | None
+        ) -> bytes:
+            unsigned = build_record(
+                stream=spool.stream,
+                seq=seq,
+                prev=prev,
+                run_folder=spool.run_folder,
+                command=spool.command,
+                cwd=spool.cwd,
+                tool={
+                    "name": spool.tool.name,
+                    "binary": spool.tool.binary,
+                    "version": spool.tool.version,
+                },
+                workspace=spool.workspace,
+                status=str(spool.status),
+                exit_code=spool.exit_code,
+                started_at=parse_iso(spool.started_at),
+                finished_at=finished or parse_iso(spool.started_at),
+                ci=spool.ci,
+                artifacts=entries,
+                plan=spool.plan,
+                redactions=spool.redactions,
+                retention=retention,
+                identity=spool.identity,
+            )
+            return sign_record(unsigned, prev_record, self.signer)
+
+        slot, obj = chain.append(build, run_folder=spool.run_folder, lock=self.lock)
+        data = slot.data
+        self._read_back(
+            obj.key,
+            obj.version_id,
+            Expected(
+                len(data),
+                slot.sha256,
+                lambda: {hashlib.md5(data, usedforsecurity=False).hexdigest()},
+            ),
         )
-    return entries
+        return self.receipt(slot.seq, obj.key, obj.version_id, slot.sha256)
 
-
-def append_record(
-    store: Store,
-    stream: str,
-    run_folder: str,
-    build: Callable[[int, dict[str, Any] | None, dict[str, Any] | None], bytes],
-    *,
-    policy: Policy,
-    retain_until: dt.datetime,
-    check_lock: bool,
-) -> Shipment:
-    import hashlib
-
-    chain = Chain(store, stream)
-    slot, obj = chain.append(build, run_folder=run_folder, retain_until=retain_until, policy=policy)
-    check_state(
-        store.head(obj.key, obj.version_id),
-        what=obj.key,
-        size=len(slot.data),
-        sha256=slot.sha256,
-        md5_candidates=lambda: {hashlib.md5(slot.data, usedforsecurity=False).hexdigest()},
-        policy=policy,
-        minimum_retain=retain_until - RETAIN_SLACK,
-        check_lock=check_lock,
-    )
-    return Shipment(slot.seq, obj.key, obj.version_id, slot.sha256, [], retain_until)
-
-
-def ship_record(
-    store: Store,
-    stream: str,
-    run_folder: str,
-    artifacts: list[Artifact],
-    fields: dict[str, Any],
-    *,
-    policy: Policy,
-    check_lock: bool,
-    signer: Signer,
-    part_size: int,
-    multipart_threshold: int,
-) -> Shipment:
-    """Upload and confirm the artifacts, then append and confirm the record built from
-    ``fields`` (every build_record argument except stream, seq, prev, artifacts, retention)."""
-    retain_until = retain_until_for(policy)
-    entries = upload_artifacts(
-        store,
-        stream,
-        run_folder,
-        artifacts,
-        policy=policy,
-        retain_until=retain_until,
-        check_lock=check_lock,
-        part_size=part_size,
-        multipart_threshold=multipart_threshold,
-    )
-    retention = {
-        "mode": policy.lock_mode if check_lock else None,
-        "retain_until": iso(retain_until) if check_lock else None,
-        "store_worm": check_lock,
-    }
-
-    def build(seq: int, prev: dict[str, Any] | None, prev_record: dict[str, Any] | None) -> bytes:
-        unsigned = build_record(
-            stream=stream,
+    def receipt(self, seq: int, key: str, version_id: str, sha256: str) -> Receipt:
+        return Receipt(
             seq=seq,
-            prev=prev,
-            run_folder=run_folder,
-            artifacts=entries,
-            retention=retention,
-            **fields,
+            record_key=key,
+            record_uri=f"{self.store.uri.rstrip('/')}/{key}",
+            record_sha256=sha256,
+            version_id=version_id,
         )
-        return sign_record(unsigned, prev_record, signer)
 
-    shipment = append_record(
-        store,
-        stream,
-        run_folder,
-        build,
-        policy=policy,
-        retain_until=retain_until,
-        check_lock=check_lock,
-    )
-    shipment.artifacts = entries
-    return shipment
+
+def _artifact_path(artifact: SpoolArtifact, spool_dir: Path) -> Path:
+    path = Path(artifact.path)
+    return path if path.is_absolute() else spool_dir / path
+
+
+def already_recorded(store: Store, spool: SpoolState) -> tuple[int, str, str, str] | None:
+    """(seq, key, version id, sha256) of a record this run already appended, looking back
+    from the head a little way (later runs may have appended after it)."""
+    chain = Chain(store, spool.stream)
+    head = chain.find_head()
+    for seq in range(head, max(-1, head - DUPLICATE_LOOKBACK), -1):
+        slot = chain.read_slot(seq)
+        if slot is not None and slot.run_folder == spool.run_folder:
+            return seq, chain.key(seq), slot.version_id, slot.sha256
+    return None
+
+
+def ship_spool(
+    store: Store,
+    spool: SpoolState,
+    spool_dir: Path,
+    decision: LockDecision,
+    signer: Signer,
+) -> Receipt:
+    """Upload and confirm the artifacts, then append and confirm the record. Idempotent: a
+    spool whose record already landed (a lost answer, a killed run) gets that receipt."""
+    shipper = Shipper(store, spool, spool_dir, decision, signer)
+    if spool.record_attempted:
+        found = already_recorded(store, spool)
+        if found is not None:
+            receipt = shipper.receipt(*found)
+            receipt.save(spool_dir)
+            return receipt
+    log = spool_dir / LOG_FILE
+    if merge_tails(log):  # the output a killed run still held in memory
+        spool.artifacts = [
+            SpoolArtifact.of(a.name, a.path, file_digests(log)) if a.path == LOG_FILE else a
+            for a in spool.artifacts
+        ]
+        spool.save(spool_dir)
+    entries = shipper.upload_artifacts()
+    if not spool.record_attempted:
+        spool.record_attempted = True
+        spool.save(spool_dir)
+    receipt = shipper.append(entries)
+    receipt.save(spool_dir)
+    return receipt

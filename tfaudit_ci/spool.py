@@ -1,4 +1,10 @@
-"""The spool: redacted output on local disk, hashed as it is written, kept until shipped."""
+"""The spool: redacted output on local disk, hashed as it is written, kept until shipped.
+
+A work directory holds ``spool/<run folder>/`` for runs not yet shipped (``spool.json``, see
+``spoolstate.py``, with ``output.log`` and friends) and ``shipped/<run folder>/`` for the
+redacted output of runs that were shipped, kept for a day for later steps (``log-path``).
+By default it lies outside the checkout: the CI's temporary folder, or the system's.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,11 @@ import hashlib
 import json
 import os
 import queue
+import shutil
+import tempfile
 import threading
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -15,8 +25,9 @@ from tfaudit_ci.canonical import canonical_bytes
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.stores.base import Digests
 
-STATE_FILE = "state.json"
-RECEIPT_FILE = "receipt.json"
+SPOOL_DIR = "spool"
+SHIPPED_DIR = "shipped"
+SHIPPED_KEEP_SECONDS = 24 * 3600
 LOG_FILE = "output.log"
 PLAN_FILE = "plan.json"
 # "output.log.tail-N": what stream N's redactor still holds back, redacted as if the stream
@@ -132,8 +143,57 @@ def try_lock(spool_dir: Path) -> int | None:
     return fd
 
 
+def default_work_dir(env: Mapping[str, str]) -> Path:
+    """Where spools live unless ``work-dir`` says otherwise: never inside the checkout.
+
+    GitHub: ``$RUNNER_TEMP`` (emptied after every job). GitLab: the project's temporary
+    folder beside the checkout (``$CI_PROJECT_DIR.tmp``, which the runner also uses for file
+    variables). Elsewhere: ``$TMPDIR`` (or the system's), per user.
+    """
+    if env.get("RUNNER_TEMP"):
+        return Path(env["RUNNER_TEMP"]) / "tfaudit"
+    if env.get("GITLAB_CI") == "true" and env.get("CI_PROJECT_DIR"):
+        return Path(env["CI_PROJECT_DIR"] + ".tmp") / "tfaudit"
+    base = env.get("TMPDIR") or tempfile.gettempdir()
+    return Path(base) / f"tfaudit-{os.getuid()}"
+
+
+def pending_spools(work_dir: Path) -> list[Path]:
+    """Spools that were never shipped (no receipt), oldest run first."""
+    from tfaudit_ci.spoolstate import RECEIPT_FILE, SPOOL_FILE
+
+    root = work_dir / SPOOL_DIR
+    if not root.is_dir():
+        return []
+    return sorted(
+        path
+        for path in root.iterdir()
+        if (path / SPOOL_FILE).is_file() and not (path / RECEIPT_FILE).exists()
+    )
+
+
+def settle(spool_dir: Path, keep: tuple[str, ...] = (LOG_FILE, PLAN_FILE)) -> Path:
+    """After a successful ship: move the redacted outputs to ``shipped/``, remove the spool,
+    and forget shipped outputs older than a day. Returns the shipped folder."""
+    shipped_root = spool_dir.parent.parent / SHIPPED_DIR
+    target = shipped_root / spool_dir.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in keep:
+        if (spool_dir / name).is_file():
+            os.replace(spool_dir / name, target / name)
+    shutil.rmtree(spool_dir, ignore_errors=True)
+    cutoff = time.time() - SHIPPED_KEEP_SECONDS
+    for old in shipped_root.iterdir():
+        try:
+            if old != target and old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+    return target
+
+
 def make_spool_dir(work_dir: Path, run_folder: str) -> Path:
-    path = work_dir / "spool" / run_folder
+    path = work_dir / SPOOL_DIR / run_folder
     try:
         path.mkdir(parents=True, exist_ok=False)
     except OSError as exc:
@@ -162,11 +222,12 @@ def write_tail(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def merge_tails(log: Path) -> None:
-    """Append the checkpoint tails a killed run left to its log, then drop them."""
+def merge_tails(log: Path) -> bool:
+    """Append the checkpoint tails a killed run left to its log, then drop them; True when
+    there were any."""
     tails = sorted(log.parent.glob(log.name + TAIL_SUFFIX + "[0-9]"))
     if not tails:
-        return
+        return False
     with log.open("ab") as handle:
         for tail in tails:
             handle.write(tail.read_bytes())
@@ -174,6 +235,7 @@ def merge_tails(log: Path) -> None:
         os.fsync(handle.fileno())
     for tail in tails:
         tail.unlink()
+    return True
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

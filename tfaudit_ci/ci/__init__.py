@@ -12,8 +12,9 @@ from pathlib import Path
 
 from tfaudit_ci.ci import generic, github, gitlab
 from tfaudit_ci.ci.info import CiInfo
+from tfaudit_ci.errors import ConfigError
 
-__all__ = ["CiInfo", "default_stream", "detect"]
+__all__ = ["CiInfo", "checked_stream", "default_stream", "detect", "resolve_stream"]
 
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 FALLBACK_STREAM = "default"
@@ -54,3 +55,22 @@ def sanitize_stream(raw: str) -> str:
         if cleaned.strip("."):
             segments.append(cleaned)
     return "/".join(segments)
+
+
+def checked_stream(stream: str) -> str:
+    """A configured stream name, refused unless it is already a safe key."""
+    if sanitize_stream(stream) != stream:
+        raise ConfigError(
+            f"stream name {stream!r} is not a safe key",
+            fix="use letters, digits, '.', '_', '-' in segments joined by '/'",
+        )
+    return stream
+
+
+def resolve_stream(
+    configured: str | None, env: Mapping[str, str], cwd: Path, info: CiInfo | None = None
+) -> str:
+    """The configured stream (checked), else the default for this CI run."""
+    if configured:
+        return checked_stream(configured)
+    return default_stream(info or detect(env, cwd=cwd), cwd, env=env)

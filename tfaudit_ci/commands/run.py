@@ -1,62 +1,47 @@
-"""``tfaudit run -- COMMAND``: preflight, run, capture, ship, confirm, report."""
+"""``tfaudit run -- COMMAND``: preflight, run, capture, write the spool, ship it, report.
+
+The spool is the contract: once the command has finished, everything needed to ship is in
+``spool.json`` (``spoolstate.py``), and ``ship_spool`` ships it, exactly as ``recover``
+would after a crash.
+"""
 
 from __future__ import annotations
 
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
 
 from tfaudit_ci import errors
 from tfaudit_ci.capture import PlanCapture, capture_plan, sha256_file, tool_version, workspace
-from tfaudit_ci.ci import CiInfo, default_stream, detect, sanitize_stream
+from tfaudit_ci.ci import CiInfo, detect, resolve_stream
 from tfaudit_ci.config import Config
-from tfaudit_ci.errors import ConfigError, PreflightError, TfauditError
+from tfaudit_ci.console import Console, write_json_file
+from tfaudit_ci.errors import ConfigError, TfauditError
+from tfaudit_ci.identity import IDENTITY_ARTIFACT
+from tfaudit_ci.locking import Checked, preflight
 from tfaudit_ci.record import iso, run_folder_name, utc_now
 from tfaudit_ci.redact import RuleSet, build_rules, redact_text
 from tfaudit_ci.result import PlanCounts, RunResult
 from tfaudit_ci.runner import Outcome, run_streaming
-from tfaudit_ci.ship import Artifact, ship_record
+from tfaudit_ci.ship import ship_spool
 from tfaudit_ci.signals import deferred_signals
-from tfaudit_ci.signing import Signer, make_signer
+from tfaudit_ci.signing import make_signer
 from tfaudit_ci.spool import (
     LOG_FILE,
     PLAN_FILE,
-    RECEIPT_FILE,
-    STATE_FILE,
     HashingWriter,
+    default_work_dir,
     file_digests,
     make_spool_dir,
-    write_json,
+    settle,
 )
+from tfaudit_ci.spoolstate import SpoolArtifact, SpoolState, ToolInfo
 from tfaudit_ci.stores import open_store
-from tfaudit_ci.stores.base import PreflightReport, Store
 from tfaudit_ci.tfargs import TfInvocation, parse_invocation
-
-
-@dataclass
-class Console:
-    stdout: BinaryIO
-    stderr: BinaryIO
-    messages: TextIO  # tfaudit's own lines (stderr)
-
-
-def default_work_dir(env: Mapping[str, str], cwd: Path) -> Path:
-    if env.get("RUNNER_TEMP"):
-        return Path(env["RUNNER_TEMP"]) / "tfaudit"
-    return cwd / ".tfaudit"
-
-
-def checked_stream(stream: str) -> str:
-    if sanitize_stream(stream) != stream:
-        raise ConfigError(
-            f"stream name {stream!r} is not a safe key",
-            fix="use letters, digits, '.', '_', '-' in segments joined by '/'",
-        )
-    return stream
+from tfaudit_ci.vocab import RunStatus
 
 
 def split_redact(entries: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -65,34 +50,16 @@ def split_redact(entries: Sequence[str]) -> tuple[list[str], list[str]]:
     return patterns, names
 
 
-def preflight(store: Store, config: Config, console: Console) -> PreflightReport:
-    report = store.preflight(config.policy)
-    if report.ok:
-        return report
-    problems = "; ".join(report.problems())
-    if config.on_unlocked == "warn":
-        console.messages.write(
-            f"tfaudit: warning: {store.uri} is not WORM as policy requires: "
-            f"{problems} (continuing: --on-unlocked warn)\n"
-        )
-        return report
-    raise PreflightError(
-        f"{store.uri} is not locked as policy requires: {problems}",
-        fix="fix the bucket's Object Lock settings (see README), or pass --on-unlocked warn "
-        "to accept an unlocked store",
-    )
-
-
-def status_of(outcome: Outcome, inv: TfInvocation) -> str:
+def status_of(outcome: Outcome, inv: TfInvocation) -> RunStatus:
     if outcome.signal_received is not None:
-        return "cancelled"
+        return RunStatus.CANCELLED
     if outcome.crashed:
-        return "crashed"
+        return RunStatus.CRASHED
     if outcome.exit_code == 0 or (
         outcome.exit_code == 2 and inv.detailed_exitcode and inv.subcommand == "plan"
     ):
-        return "succeeded"
-    return "failed"
+        return RunStatus.SUCCEEDED
+    return RunStatus.FAILED
 
 
 def _capture(
@@ -113,6 +80,179 @@ def _capture(
     return None
 
 
+@dataclass
+class Run:
+    """One run, from preflight to receipt."""
+
+    config: Config
+    env: Mapping[str, str]
+    cwd: Path
+    console: Console
+    checked: Checked
+    ci: CiInfo
+    stream: str
+    rules: RuleSet
+    inv: TfInvocation
+    command: list[str]
+    result: RunResult
+
+    @property
+    def store_uri(self) -> str:
+        return self.checked.store.uri
+
+    def new_spool(self) -> tuple[Path, SpoolState]:
+        started = utc_now()
+        run_folder = run_folder_name(started, self.ci.run_id, self.ci.attempt)
+        work_dir = (
+            Path(self.config.work_dir) if self.config.work_dir else default_work_dir(self.env)
+        )
+        spool_dir = make_spool_dir(work_dir, run_folder)
+        spool = SpoolState(
+            store=self.config.require_store(),
+            store_options=self.config.store_options(),
+            stream=self.stream,
+            policy=self.config.policy,
+            on_unlocked=self.config.on_unlocked,
+            signing_key=self.config.signing_key,
+            run_folder=run_folder,
+            command=[redact_text(arg, self.rules)[0] for arg in self.command],
+            cwd=str(self.cwd),
+            ci=self.ci.to_dict(),
+            started_at=iso(started),
+        )
+        spool.save(spool_dir)
+        self.result.spool_dir = str(spool_dir)
+        self.result.log_path = str(spool_dir / LOG_FILE)
+        return spool_dir, spool
+
+    def execute(self, spool_dir: Path, spool: SpoolState) -> None:
+        # CI identity evidence: the OIDC token is short-lived, so mint it before the command
+        # runs; a job that cannot mint one is recorded without it, never failed.
+        from tfaudit_ci.identity import identity_for_run
+
+        identity, identity_path = identity_for_run(
+            self.env,
+            audience=self.config.oidc_audience,
+            gitlab_var=self.config.gitlab_id_token_var,
+            spool_dir=spool_dir,
+            warn=lambda text: self.console.say(text),
+        )
+        spool.identity = identity
+        spool.save(spool_dir)
+        # `terraform version` runs beside the command instead of adding to the job's time.
+        versions = ThreadPoolExecutor(max_workers=1)
+        version: Future[str | None] = versions.submit(tool_version, self.inv, self.env, self.cwd)
+        versions.shutdown(wait=False)
+        writer = HashingWriter(spool_dir / LOG_FILE)
+        try:
+            outcome = run_streaming(
+                self.command,
+                cwd=self.cwd,
+                env=self.env,
+                spool=writer,
+                ruleset=self.rules,
+                stdout=self.console.stdout,
+                stderr=self.console.stderr,
+            )
+        except ConfigError:
+            # The command never started: nothing ran, so there is nothing to ship or recover.
+            shutil.rmtree(spool_dir, ignore_errors=True)
+            self.result.spool_dir = self.result.log_path = None
+            raise
+        finally:
+            log_digests = writer.close()
+        status = status_of(outcome, self.inv)
+        self.result.command_exit_code = outcome.exit_code
+        self.result.status = status
+        if writer.error is not None:  # checked first: on a full disk the state write fails too
+            raise errors.UploadError(
+                f"the spool could not be written ({writer.error.strerror}); the log is incomplete",
+                fix=f"free space in {spool_dir.parent} or point --work-dir elsewhere",
+            )
+        spool.status = status
+        spool.exit_code = outcome.exit_code
+        spool.started_at = iso(outcome.started_at)
+        spool.finished_at = iso(outcome.finished_at)
+        spool.redactions = dict(sorted(outcome.redactions.items()))
+        spool.save(spool_dir)
+
+        artifacts = [SpoolArtifact.of("output.log", LOG_FILE, log_digests)]
+        capture = _capture(self.inv, outcome, self.env, self.cwd, self.rules)
+        if capture is not None and capture.json_bytes is not None:
+            (spool_dir / PLAN_FILE).write_bytes(capture.json_bytes)
+            artifacts.append(
+                SpoolArtifact.of("plan.json", PLAN_FILE, file_digests(spool_dir / PLAN_FILE))
+            )
+            self.result.plan_json_path = str(spool_dir / PLAN_FILE)
+        if capture is not None and capture.summary is not None:
+            s = capture.summary
+            self.result.plan = PlanCounts(s.add, s.change, s.destroy, s.import_)
+            self.result.resources = s.resources
+        if self.config.upload_plan_file and capture is not None and capture.plan_file_sha256:
+            self.console.say(
+                "tfaudit: warning: uploading the binary plan file, which holds "
+                "sensitive values in clear (upload-plan-file is on)"
+            )
+            plan_path = (self.cwd / capture.plan_file).resolve()
+            artifacts.append(
+                SpoolArtifact.of("tfplan.bin", str(plan_path), file_digests(plan_path))
+            )
+        if identity_path is not None:
+            artifacts.append(
+                SpoolArtifact.of(IDENTITY_ARTIFACT, IDENTITY_ARTIFACT, file_digests(identity_path))
+            )
+        spool.tool = ToolInfo(self.inv.tool, Path(self.inv.binary).name, version.result())
+        spool.workspace = workspace(self.inv, self.env, self.cwd)
+        spool.plan = capture.record_fields() if capture else None
+        spool.artifacts = artifacts
+        spool.phase = "complete"
+        # Should this process die while shipping, `tfaudit recover` finds all it needs here.
+        spool.save(spool_dir)
+        if outcome.signal_received is not None:
+            self.result.exit_code = 128 + outcome.signal_received
+        else:
+            self.result.exit_code = outcome.exit_code
+
+    def ship(self, spool_dir: Path, spool: SpoolState) -> None:
+        signer = make_signer(spool.signing_key, self.env)
+        receipt = ship_spool(self.checked.store, spool, spool_dir, self.checked.decision, signer)
+        self.result.seq = receipt.seq
+        self.result.record_uri = receipt.record_uri
+        self.result.record_sha256 = receipt.record_sha256
+        self.result.audit_ok = True
+        shipped = settle(spool_dir)
+        self.result.spool_dir = None
+        self.result.log_path = str(shipped / LOG_FILE)
+        if self.result.plan_json_path is not None:
+            self.result.plan_json_path = str(shipped / PLAN_FILE)
+
+
+def prepare(
+    command: Sequence[str],
+    config: Config,
+    env: Mapping[str, str],
+    cwd: Path,
+    console: Console,
+) -> Run:
+    """Everything before the command starts. The store's client is built on a thread while
+    the CI facts, redaction rules and signer are set up; preflight then waits for it."""
+    store = open_store(config.require_store(), config.store_options())
+    ci = detect(env, cwd=cwd)
+    stream = resolve_stream(config.stream, env, cwd, ci)
+    patterns, names = split_redact(config.redact)
+    rules = build_rules(env, extra_patterns=patterns, extra_env_names=names)
+    inv = parse_invocation(command, cwd=cwd, env=env)
+    make_signer(config.signing_key, env)  # a missing key is a usage error, before anything runs
+    result = RunResult.not_run(errors.EXIT_USAGE, "", store=store.uri, stream=stream)
+    result.error = None
+    result.masked_values = rules.masked_values()
+    checked = preflight(store, config.policy, config.on_unlocked)
+    if checked.warning:
+        console.say(f"tfaudit: warning: {checked.warning}")
+        result.warnings.append(checked.warning)
+    return Run(config, env, cwd, console, checked, ci, stream, rules, inv, list(command), result)
+
+
 def execute(
     command: Sequence[str],
     config: Config,
@@ -121,284 +261,72 @@ def execute(
     console: Console,
     pending_signals: Sequence[int] = (),
 ) -> RunResult:
-    store_url = config.require_store()
-    store = open_store(store_url, config.store_options())
-    report = preflight(store, config, console)
-    # Some modes (Azure container policy) cannot show a per-object lock from the data plane.
-    check_lock = report.worm and report.ok and getattr(store, "lock_readback_supported", True)
-
-    ci: CiInfo = detect(env, cwd=cwd)
-    stream = checked_stream(config.stream) if config.stream else default_stream(ci, cwd, env=env)
-    patterns, names = split_redact(config.redact)
-    rules = build_rules(env, extra_patterns=patterns, extra_env_names=names)
-    inv = parse_invocation(command, cwd=cwd, env=env)
-    signer = make_signer(config.signing_key, env)
-
+    try:
+        run = prepare(command, config, env, cwd, console)
+    except TfauditError as exc:
+        return RunResult.not_run(exc.exit_code, exc.diagnostics(), store=config.store)
+    result = run.result
     if env.get("GITHUB_ACTIONS") == "true":
         from tfaudit_ci.report.github import emit_masks
 
-        emit_masks(rules.masked_values(), sys.stdout)
+        emit_masks(result.masked_values, sys.stdout)
         sys.stdout.flush()
-
     if pending_signals:
         # Cancelled during preflight: the command must not start, and there is nothing to ship.
-        return RunResult(
-            exit_code=128 + pending_signals[0],
-            command_exit_code=None,
-            status="not-run",
-            audit_ok=False,
-            store=store.uri,
-            stream=stream,
-            error="interrupted before the command started; nothing was run or recorded",
-        )
-    started = utc_now()
-    run_folder = run_folder_name(started, ci.run_id, ci.attempt)
-    work_dir = Path(config.work_dir) if config.work_dir else default_work_dir(env, cwd)
-    spool_dir = make_spool_dir(work_dir, run_folder)
-    redacted_argv = [redact_text(arg, rules)[0] for arg in command]
-    base: dict[str, Any] = {
-        "store": store.uri,
-        "stream": stream,
-        "run_folder": run_folder,
-        "command": redacted_argv,
-        "cwd": str(cwd),
-        "ci": ci.to_dict(),
-        "started_at": iso(started),
-        "status": "running",
-    }
-    write_json(spool_dir / STATE_FILE, base)
-    result = RunResult(
-        exit_code=errors.EXIT_USAGE,
-        command_exit_code=None,
-        status="not-run",
-        audit_ok=False,
-        store=store.uri,
-        stream=stream,
-        spool_dir=str(spool_dir),
-        log_path=str(spool_dir / LOG_FILE),
-        masked_values=rules.masked_values(),
-    )
-
-    ctx = RunContext(
-        command=list(command),
-        config=config,
-        env=env,
-        cwd=cwd,
-        console=console,
-        store=store,
-        check_lock=check_lock,
-        ci=ci,
-        stream=stream,
-        rules=rules,
-        inv=inv,
-        signer=signer,
-        run_folder=run_folder,
-        work_dir=work_dir,
-        spool_dir=spool_dir,
-        redacted_argv=redacted_argv,
-        state=base,
-    )
+        result.exit_code = 128 + pending_signals[0]
+        result.error = "interrupted before the command started; nothing was run or recorded"
+        return result
+    spool_dir: Path | None = None
     try:
-        return _run_and_ship(ctx, result)
+        spool_dir, spool = run.new_spool()
+        run.execute(spool_dir, spool)
+        run.ship(spool_dir, spool)
+        return result
     except TfauditError as exc:
-        return audit_failure(result, exc)
+        return _audit_failure(result, exc)
     except Exception as exc:  # a bug or an unexpected SDK error must still fail the audit
         failure = errors.UploadError(
             f"unexpected error while auditing: {type(exc).__name__}: {exc}",
             fix="re-run with -v and report it; the spool is kept",
         )
         failure.__cause__ = exc
-        return audit_failure(result, failure)
+        return _audit_failure(result, failure)
 
 
-@dataclass
-class RunContext:
-    command: list[str]
-    config: Config
-    env: Mapping[str, str]
-    cwd: Path
-    console: Console
-    store: Store
-    check_lock: bool
-    ci: CiInfo
-    stream: str
-    rules: RuleSet
-    inv: TfInvocation
-    signer: Signer
-    run_folder: str
-    work_dir: Path
-    spool_dir: Path
-    redacted_argv: list[str]
-    state: dict[str, Any]
-
-
-def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
-    # CI identity evidence (issue 3): the OIDC token is short-lived, so mint it before the
-    # command runs; a job that cannot mint one is recorded without it, never failed.
-    from tfaudit_ci.identity import identity_for_run
-
-    identity, identity_path = identity_for_run(
-        ctx.env,
-        audience=ctx.config.oidc_audience,
-        gitlab_var=ctx.config.gitlab_id_token_var,
-        spool_dir=ctx.spool_dir,
-        warn=ctx.console.messages.write,
-    )
-    ctx.state["identity"] = identity  # for `tfaudit recover`, with identity.json in the spool
-    # `terraform version` runs beside the command instead of adding to the job's time.
-    versions = ThreadPoolExecutor(max_workers=1)
-    version = versions.submit(tool_version, ctx.inv, ctx.env, ctx.cwd)
-    versions.shutdown(wait=False)
-    writer = HashingWriter(ctx.spool_dir / LOG_FILE)
-    try:
-        outcome = run_streaming(
-            ctx.command,
-            cwd=ctx.cwd,
-            env=ctx.env,
-            spool=writer,
-            ruleset=ctx.rules,
-            stdout=ctx.console.stdout,
-            stderr=ctx.console.stderr,
-        )
-    except ConfigError:
-        # The command never started: nothing ran, so there is nothing to ship or recover.
-        shutil.rmtree(ctx.spool_dir, ignore_errors=True)
-        result.spool_dir = result.log_path = None
-        raise
-    finally:
-        log_digests = writer.close()
-    status = status_of(outcome, ctx.inv)
-    result.command_exit_code = outcome.exit_code
-    result.status = status
-    if writer.error is not None:  # checked first: on a full disk the state write fails too
-        raise errors.UploadError(
-            f"the spool could not be written ({writer.error.strerror}); the log is incomplete",
-            fix=f"free space in {ctx.work_dir} or point --work-dir elsewhere",
-        )
-    ctx.state.update(
-        status=status, exit_code=outcome.exit_code, finished_at=iso(outcome.finished_at)
-    )
-    write_json(ctx.spool_dir / STATE_FILE, ctx.state)
-
-    capture = _capture(ctx.inv, outcome, ctx.env, ctx.cwd, ctx.rules)
-    artifacts = [Artifact("output.log", ctx.spool_dir / LOG_FILE, log_digests)]
-    if capture is not None and capture.json_bytes is not None:
-        (ctx.spool_dir / PLAN_FILE).write_bytes(capture.json_bytes)
-        artifacts.append(
-            Artifact(
-                "plan.json", ctx.spool_dir / PLAN_FILE, file_digests(ctx.spool_dir / PLAN_FILE)
-            )
-        )
-        result.plan_json_path = str(ctx.spool_dir / PLAN_FILE)
-    if capture is not None and capture.summary is not None:
-        s = capture.summary
-        result.plan = PlanCounts(s.add, s.change, s.destroy, s.import_)
-        result.resources = s.resources
-    if ctx.config.upload_plan_file and capture is not None and capture.plan_file_sha256:
-        ctx.console.messages.write(
-            "tfaudit: warning: uploading the binary plan file, which holds "
-            "sensitive values in clear (upload-plan-file is on)\n"
-        )
-        plan_path = Path(capture.plan_file)
-        artifacts.append(Artifact("tfplan.bin", plan_path, file_digests(plan_path)))
-    if identity_path is not None:
-        artifacts.append(Artifact(identity_path.name, identity_path, file_digests(identity_path)))
-
-    fields: dict[str, Any] = {
-        "command": ctx.redacted_argv,
-        "cwd": str(ctx.cwd),
-        "tool": {
-            "name": ctx.inv.tool,
-            "binary": Path(ctx.inv.binary).name,
-            "version": version.result(),
-        },
-        "workspace": workspace(ctx.inv, ctx.env, ctx.cwd),
-        "status": status,
-        "exit_code": outcome.exit_code,
-        "started_at": outcome.started_at,
-        "finished_at": outcome.finished_at,
-        "ci": ctx.ci.to_dict(),
-        "plan": capture.record_fields() if capture else None,
-        "redactions": dict(outcome.redactions),
-        "identity": identity,
-    }
-    # Should this process die while shipping, `tfaudit recover` finds all it needs here.
-    ctx.state.update(tool=fields["tool"], workspace=fields["workspace"])
-    write_json(ctx.spool_dir / STATE_FILE, ctx.state)
-    options = ctx.config.store_options()
-    shipment = ship_record(
-        ctx.store,
-        ctx.stream,
-        ctx.run_folder,
-        artifacts,
-        fields,
-        policy=ctx.config.policy,
-        check_lock=ctx.check_lock,
-        signer=ctx.signer,
-        part_size=options.multipart_chunksize,
-        multipart_threshold=options.multipart_threshold,
-    )
-    result.seq = shipment.seq
-    result.record_uri = f"{ctx.store.uri.rstrip('/')}/{shipment.record_key}"
-    result.record_sha256 = shipment.record_sha256
-    result.audit_ok = True
-    write_json(
-        ctx.spool_dir / RECEIPT_FILE,
-        {
-            "seq": shipment.seq,
-            "record_uri": result.record_uri,
-            "record_sha256": shipment.record_sha256,
-            "version_id": shipment.record_version_id,
-        },
-    )
-    if outcome.signal_received is not None:
-        result.exit_code = 128 + outcome.signal_received
-    else:
-        result.exit_code = outcome.exit_code
-    return result
-
-
-def audit_failure(result: RunResult, exc: TfauditError) -> RunResult:
+def _audit_failure(result: RunResult, exc: TfauditError) -> RunResult:
     result.audit_ok = False
     result.error = exc.diagnostics()
     result.exit_code = exc.exit_code
     return result
 
 
-def summary_line(result: RunResult) -> str:
-    if result.audit_ok:
-        plan = ""
-        if result.plan is not None:
-            p = result.plan
-            plan = f", plan +{p.add} ~{p.change} -{p.destroy}"
-        return (
-            f"tfaudit: {result.status} (exit {result.exit_code}{plan}); record seq "
-            f"{result.seq} at {result.record_uri} sha256 {result.record_sha256}"
-        )
-    if result.status == "not-run" and result.exit_code in (errors.EXIT_SIGINT, errors.EXIT_SIGTERM):
-        return f"tfaudit: {result.error} (exit {result.exit_code})"
-    return (
-        f"tfaudit: AUDIT FAILED (exit {result.exit_code}; command status {result.status}, "
-        f"exit {result.command_exit_code}): {result.error}"
-        + (f"; the spool is kept at {result.spool_dir}" if result.spool_dir else "")
-    )
+def finish(
+    result: RunResult, env: Mapping[str, str], console: Console, result_file: Path | None
+) -> int:
+    """Every exit reports: the summary line, the CI's outputs and summary, ``--result``."""
+    from tfaudit_ci.report import publish
+
+    console.say(result.summary_line())
+    publish(result, env)
+    if result_file is not None:
+        try:
+            write_json_file(result_file, result.to_dict())
+        except OSError as exc:
+            console.say(f"tfaudit: warning: cannot write --result {result_file}: {exc.strerror}")
+    return result.exit_code
 
 
 def main_run(
-    command: Sequence[str], config: Config, env: Mapping[str, str], cwd: Path, *, as_json: bool
+    command: Sequence[str],
+    config: Config,
+    env: Mapping[str, str],
+    cwd: Path,
+    *,
+    result_file: Path | None = None,
 ) -> int:
-    console = Console(sys.stdout.buffer, sys.stderr.buffer, sys.stderr)
+    console = Console.system()
     with deferred_signals() as received:
         result = execute(command, config, env, cwd, console, pending_signals=received)
         if received and result.audit_ok and result.exit_code not in (130, 143):
             result.exit_code = 128 + received[0]
-        sys.stderr.write(summary_line(result) + "\n")
-        sys.stderr.flush()
-        from tfaudit_ci.report import publish
-
-        publish(result, env)
-        if as_json:
-            from tfaudit_ci.cli import print_json
-
-            print_json(result.to_dict())
-    return result.exit_code
+        return finish(result, env, console, result_file)

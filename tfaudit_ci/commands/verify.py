@@ -61,13 +61,9 @@ def load_jwks(path_text: str) -> dict[str, Any]:
 
 
 def _stream(config: Config, env: Mapping[str, str]) -> str:
-    from tfaudit_ci.ci import default_stream, detect
-    from tfaudit_ci.commands.run import checked_stream
+    from tfaudit_ci.ci import resolve_stream
 
-    if config.stream:
-        return checked_stream(config.stream)
-    cwd = Path.cwd()
-    return default_stream(detect(env, cwd=cwd), cwd, env=env)
+    return resolve_stream(config.stream, env, Path.cwd())
 
 
 def build_options(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> VerifyOptions:
@@ -112,7 +108,7 @@ def main_verify(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) 
         summary, fix = describe(exc, f"listing stream {options.stream!r} in {store.uri}")
         raise VerifyError(summary, fix=fix) from None
     if ns.json:
-        from tfaudit_ci.cli import print_json
+        from tfaudit_ci.console import print_json
 
         print_json(to_json(result))
         sys.stderr.write(summary_line(result) + "\n")

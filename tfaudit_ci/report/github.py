@@ -145,7 +145,7 @@ def resource_table(
 
 
 def verify_hint(result: RunResult) -> str:
-    command = f"tfaudit verify --store {shlex.quote(result.store)}"
+    command = f"tfaudit verify --store {shlex.quote(result.store or '')}"
     if result.stream:
         command += f" --stream {shlex.quote(result.stream)}"
     return f"```sh\n{command}\n```\n"
@@ -157,7 +157,7 @@ def step_summary(result: RunResult) -> str:
     audit = "recorded" if result.audit_ok else "**FAILED**"
     parts = [f"### tfaudit: {icon} {result.status}, audit {audit}\n"]
 
-    facts = [("Store", _code(result.store)), ("Stream", _code(result.stream))]
+    facts = [("Store", _code(result.store or "?")), ("Stream", _code(result.stream or "?"))]
     if result.command_exit_code is not None:
         facts.append(("Command exit code", str(result.command_exit_code)))
     facts.append(("tfaudit exit code", str(result.exit_code)))

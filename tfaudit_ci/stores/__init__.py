@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.stores.base import Store
+from tfaudit_ci.vocab import AzureMode, GcsMode
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,8 @@ class StoreOptions:
     max_attempts: int = 5
     multipart_threshold: int = 64 * 1024 * 1024
     multipart_chunksize: int = 16 * 1024 * 1024
-    gcs_mode: str = "bucket-policy"  # bucket-policy | object-retention
-    azure_mode: str = "version-immutability"  # version-immutability | container-policy
+    gcs_mode: GcsMode = GcsMode.BUCKET_POLICY
+    azure_mode: AzureMode = AzureMode.VERSION_IMMUTABILITY
 
 
 def _split(path: str) -> tuple[str, str]:

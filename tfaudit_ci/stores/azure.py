@@ -11,7 +11,8 @@ Two ways an Azure container can be WORM (``StoreOptions.azure_mode``):
   its period are visible only to the management plane
   (``Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies/read``),
   which this store does not use. Blobs carry no per-blob policy, so ``head`` cannot show a
-  lock: ``lock_readback_supported`` is False in this mode.
+  lock: ``lock_readback`` is False in this mode, and the lock decision (``locking.py``)
+  checks the container in preflight only.
 
 Writes are create-only (``overwrite=False`` = ``If-None-Match: *``) with ``validate_content``.
 Without blob versioning (e.g. Azurite) a blob has no version id; its ETag then stands in for
@@ -20,7 +21,6 @@ one (``etag:<ETag>``), so a recorded artifact still pins the exact content it wa
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import importlib
 import os
@@ -32,14 +32,18 @@ from tfaudit_ci.errors import ConfigError, PreflightError, ReadbackError, Tfaudi
 from tfaudit_ci.stores import StoreOptions
 from tfaudit_ci.stores.base import (
     Digests,
+    Lock,
     ObjectState,
     Policy,
+    PrefixedStore,
+    PreflightCheck,
     PreflightReport,
     StoredObject,
     VersionInfo,
 )
+from tfaudit_ci.vocab import AzureMode, LockMode, values
 
-AZURE_MODES = ("version-immutability", "container-policy")
+AZURE_MODES = values(AzureMode)
 ETAG_VERSION_PREFIX = "etag:"
 _MGMT_PERMISSION = (
     "Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies/read"
@@ -68,31 +72,34 @@ def container_checks(
     versioning_immutability: bool | None,
     has_immutability_policy: bool | None,
     mode: str,
-) -> list[tuple[str, bool, str]]:
+) -> list[PreflightCheck]:
     """Named preflight checks from Get Container Properties (data plane) values."""
-    if mode == "container-policy":
+    if mode == AzureMode.CONTAINER_POLICY:
         ok = bool(has_immutability_policy)
-        detail = (
-            f"container {name!r} reports no immutability policy"
-            if not ok
-            else f"container {name!r} has an immutability policy"
+        found = (
+            f"container {name!r} has an immutability policy"
+            if ok
+            else f"container {name!r} reports no immutability policy"
         )
         return [
-            (
+            PreflightCheck(
                 "container-immutability-policy",
                 ok,
-                f"{detail}; whether it is locked and its retention period cannot be read from "
+                f"{found}; whether it is locked and its retention period cannot be read from "
                 f"the data plane: that needs management-plane read access ({_MGMT_PERMISSION}), "
                 "so check it with 'az storage container immutability-policy show' "
                 "(or use version-level immutability, which tfaudit verifies per blob)",
             )
         ]
+    ok = bool(versioning_immutability)
     return [
-        (
+        PreflightCheck(
             "version-level-immutability",
-            bool(versioning_immutability),
-            f"container {name!r} does not have version-level immutability support; create it "
-            "with version-level immutability enabled (needs blob versioning on the account), "
+            ok,
+            f"container {name!r} has version-level immutability support"
+            if ok
+            else f"container {name!r} does not have version-level immutability support; create "
+            "it with version-level immutability enabled (needs blob versioning on the account), "
             "or use --azure-mode container-policy",
         )
     ]
@@ -188,7 +195,7 @@ def translate(exc: BaseException, action: str, error: type[TfauditError]) -> Tfa
 # -- the store ---------------------------------------------------------------------------------
 
 
-class AzureStore:
+class AzureStore(PrefixedStore):
     def __init__(
         self, service_client: Any, container: str, prefix: str, options: StoreOptions
     ) -> None:
@@ -197,19 +204,22 @@ class AzureStore:
                 f"unknown azure-mode {options.azure_mode!r}",
                 fix=f"use one of {', '.join(AZURE_MODES)}",
             )
+        super().__init__(f"azblob://{service_client.account_name}/{container}", prefix)
         self.service = service_client
         self.container_name = container
         self.container = service_client.get_container_client(container)
-        self.prefix = prefix.strip("/")
         self.options = options
         self.account = str(service_client.account_name)
-        base = f"azblob://{self.account}/{container}"
-        self.uri = f"{base}/{self.prefix}" if self.prefix else base
 
     @property
-    def lock_readback_supported(self) -> bool:
+    def lock_readback(self) -> bool:  # type: ignore[override]
         """False when blobs carry no per-blob policy (container-policy mode): see module doc."""
-        return self.options.azure_mode == "version-immutability"
+        return self.options.azure_mode == AzureMode.VERSION_IMMUTABILITY
+
+    def _translate(
+        self, exc: BaseException, action: str, error: type[TfauditError]
+    ) -> TfauditError:
+        return translate(exc, action, error)
 
     @classmethod
     def from_url(
@@ -247,9 +257,6 @@ class AzureStore:
             raise translate(exc, "creating the Azure client", ConfigError) from None
         return cls(service, container, prefix, options)
 
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
-
     def _blob(self, full: str, version_id: str | None = None) -> Any:
         if version_id and not version_id.startswith(ETAG_VERSION_PREFIX):
             return self.container.get_blob_client(full, version_id=version_id)
@@ -269,24 +276,23 @@ class AzureStore:
 
     # -- preflight -----------------------------------------------------------------------------
     def preflight(self, policy: Policy) -> PreflightReport:
-        report = PreflightReport(store=self.uri, worm=True)
-        try:
+        del policy  # the data plane shows no retention period to compare (see module doc)
+        with self._translating(f"reading container {self.container_name!r}", PreflightError):
             props = self.container.get_container_properties()
-        except Exception as exc:
-            raise translate(
-                exc, f"reading container {self.container_name!r}", PreflightError
-            ) from None
-        for name, ok, detail in container_checks(
+        checks = container_checks(
             self.container_name,
             props.immutable_storage_with_versioning_enabled,
             props.has_immutability_policy,
             self.options.azure_mode,
-        ):
-            report.add(name, ok, detail)
-        return report
+        )
+        return PreflightReport(
+            store=self.uri,
+            checks=checks,
+            lockable=self.options.azure_mode == AzureMode.VERSION_IMMUTABILITY and checks[0].ok,
+        )
 
     # -- writes --------------------------------------------------------------------------------
-    def _upload_args(self, full: str, md5: str, retain_until: dt.datetime, policy: Policy) -> Any:
+    def _upload_args(self, full: str, md5: str, lock: Lock | None) -> Any:
         blob_sdk = _import_sdk()
         args: dict[str, Any] = {
             "overwrite": False,  # If-None-Match: *
@@ -298,11 +304,11 @@ class AzureStore:
                 content_md5=bytearray(bytes.fromhex(md5)),
             ),
         }
-        if self.options.azure_mode == "version-immutability":
+        if lock is not None and self.options.azure_mode == AzureMode.VERSION_IMMUTABILITY:
             mode = blob_sdk.BlobImmutabilityPolicyMode
             args["immutability_policy"] = blob_sdk.ImmutabilityPolicy(
-                expiry_time=retain_until,
-                policy_mode=mode.Locked if policy.lock_mode == "COMPLIANCE" else mode.Unlocked,
+                expiry_time=lock.retain_until,
+                policy_mode=mode.Locked if lock.mode == LockMode.COMPLIANCE else mode.Unlocked,
             )
         return args
 
@@ -324,9 +330,7 @@ class AzureStore:
             return None
         return self._version_of({"version_id": props.version_id, "etag": props.etag})
 
-    def put_file(
-        self, key: str, path: Path, digests: Digests, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject:
+    def put_file(self, key: str, path: Path, digests: Digests, lock: Lock | None) -> StoredObject:
         from azure.core.exceptions import ResourceExistsError
 
         full = self._key(key)
@@ -335,7 +339,7 @@ class AzureStore:
                 response = self.container.get_blob_client(full).upload_blob(
                     stream,
                     length=digests.size,
-                    **self._upload_args(full, digests.md5, retain_until, policy),
+                    **self._upload_args(full, digests.md5, lock),
                 )
             version_id = self._version_of(response)
         except ResourceExistsError:
@@ -351,21 +355,17 @@ class AzureStore:
         return StoredObject(key, version_id, digests.sha256, digests.size)
 
     def _safe_own_write(self, full: str, md5: str, size: int) -> str | None:
-        try:
+        with self._translating(f"re-reading {full}", UploadError):
             return self._own_write(full, md5, size)
-        except Exception as exc:
-            raise translate(exc, f"re-reading {full}", UploadError) from None
 
-    def put_create_only(
-        self, key: str, data: bytes, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject | None:
+    def put_create_only(self, key: str, data: bytes, lock: Lock | None) -> StoredObject | None:
         from azure.core.exceptions import ResourceExistsError
 
         full = self._key(key)
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         try:
             response = self.container.get_blob_client(full).upload_blob(
-                data, length=len(data), **self._upload_args(full, md5, retain_until, policy)
+                data, length=len(data), **self._upload_args(full, md5, lock)
             )
             version_id = self._version_of(response)
         except ResourceExistsError:
@@ -404,14 +404,12 @@ class AzureStore:
 
     def versions(self, key: str) -> list[VersionInfo]:
         full = self._key(key)
-        try:
+        with self._translating(f"listing versions of {full}", ReadbackError):
             items = [
                 item
                 for item in self.container.list_blobs(name_starts_with=full, include=["versions"])
                 if item.name == full
             ]
-        except Exception as exc:
-            raise translate(exc, f"listing versions of {full}", ReadbackError) from None
         found = [
             VersionInfo(
                 key,
@@ -426,12 +424,6 @@ class AzureStore:
         found.sort(key=lambda v: v.version_id)
         return found
 
-    def slot_taken(self, key: str) -> bool:
-        return bool(self.versions(key))
-
-    def read_version(self, key: str, version_id: str) -> bytes:
-        return b"".join(self.iter_version(key, version_id))
-
     def iter_version(self, key: str, version_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
@@ -444,10 +436,8 @@ class AzureStore:
         except Exception as exc:
             raise translate(exc, f"reading {full}", ReadbackError) from None
         while True:
-            try:
+            with self._translating(f"reading {full}", ReadbackError):
                 chunk = next(chunks, None)
-            except Exception as exc:
-                raise translate(exc, f"reading {full}", ReadbackError) from None
             if chunk is None:
                 return
             # The SDK's chunk size is set on the client; re-slice to what the caller asked.
@@ -456,9 +446,6 @@ class AzureStore:
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         full = self._key(prefix)
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        try:
+        with self._translating(f"listing {full}", ReadbackError):
             for name in self.container.list_blob_names(name_starts_with=full):
-                yield str(name)[strip:]
-        except Exception as exc:
-            raise translate(exc, f"listing {full}", ReadbackError) from None
+                yield self._relative(str(name))

@@ -1,12 +1,18 @@
-"""The storage Protocol every backend implements, and the value types it speaks."""
+"""The storage Protocol every backend implements, the value types it speaks, and the base
+class the cloud stores share (keys under a prefix, one way of translating SDK errors)."""
 
 from __future__ import annotations
 
+import abc
+import contextlib
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from tfaudit_ci.errors import TfauditError
+from tfaudit_ci.vocab import LockMode
 
 
 @dataclass(frozen=True)
@@ -14,31 +20,61 @@ class Policy:
     """What the audit trail requires of the store."""
 
     retention_days: int = 365
-    lock_mode: str = "COMPLIANCE"  # COMPLIANCE | GOVERNANCE
+    lock_mode: LockMode = LockMode.COMPLIANCE
 
     def mode_ok(self, mode: str | None) -> bool:
+        """Whether a stored lock ``mode`` is at least as strong as the policy's."""
         if mode is None:
             return False
-        if self.lock_mode == "COMPLIANCE":
-            return mode.upper() == "COMPLIANCE"
-        return mode.upper() in {"COMPLIANCE", "GOVERNANCE"}
+        if self.lock_mode == LockMode.COMPLIANCE:
+            return mode.upper() == LockMode.COMPLIANCE
+        return mode.upper() in {LockMode.COMPLIANCE, LockMode.GOVERNANCE}
+
+
+@dataclass(frozen=True)
+class Lock:
+    """The retention lock a write carries."""
+
+    mode: LockMode
+    retain_until: dt.datetime
+
+
+@dataclass(frozen=True)
+class PreflightCheck:
+    """One named preflight check; ``detail`` describes what was found, pass or fail."""
+
+    name: str
+    ok: bool
+    detail: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
 @dataclass
 class PreflightReport:
-    store: str
-    worm: bool
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    """What preflight found out about a store, before anything runs."""
 
-    def add(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append((name, ok, detail))
+    store: str
+    checks: list[PreflightCheck] = field(default_factory=list)
+    # Writes can carry their own retention lock (S3 Object Lock, GCS object retention, Azure
+    # version-level immutability). False when the lock comes from the bucket or container
+    # alone, or when there is none.
+    lockable: bool = False
+    # The store's own minimum retention for new objects (a bucket's default retention, a
+    # locked bucket policy's period), when it has one and it could be read.
+    default_retention_days: int | None = None
+
+    def add(self, name: str, ok: bool, passed: str, failed: str | None = None) -> None:
+        """Add a check: ``passed`` describes the store when ``ok``, ``failed`` otherwise."""
+        self.checks.append(PreflightCheck(name, ok, passed if ok or failed is None else failed))
 
     @property
     def ok(self) -> bool:
-        return self.worm and all(ok for _, ok, _ in self.checks)
+        return all(check.ok for check in self.checks)
 
     def problems(self) -> list[str]:
-        return [f"{name}: {detail}" for name, ok, detail in self.checks if not ok]
+        return [f"{check.name}: {check.detail}" for check in self.checks if not check.ok]
 
 
 @dataclass(frozen=True)
@@ -86,17 +122,19 @@ class Store(Protocol):
 
     uri: str
 
-    def preflight(self, policy: Policy) -> PreflightReport: ...
-
-    def put_file(
-        self, key: str, path: Path, digests: Digests, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject:
-        """Upload a file with the lock applied; raises UploadError."""
+    @property
+    def lock_readback(self) -> bool:
+        """Whether ``head`` shows each object's own lock. False when the lock lives only on
+        the container (Azure container policy) or nowhere (a local directory)."""
         ...
 
-    def put_create_only(
-        self, key: str, data: bytes, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject | None:
+    def preflight(self, policy: Policy) -> PreflightReport: ...
+
+    def put_file(self, key: str, path: Path, digests: Digests, lock: Lock | None) -> StoredObject:
+        """Upload a file, with ``lock`` applied when given; raises UploadError."""
+        ...
+
+    def put_create_only(self, key: str, data: bytes, lock: Lock | None) -> StoredObject | None:
         """Create ``key`` only if absent. None when the slot was already taken."""
         ...
 
@@ -123,3 +161,63 @@ class Store(Protocol):
     def list_keys(self, prefix: str) -> Iterator[str]:
         """Keys under ``prefix`` (relative to the store prefix)."""
         ...
+
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
+        """Every version and delete marker under ``prefix``: by key, each key's oldest first."""
+        ...
+
+
+class PrefixedStore(abc.ABC):
+    """A store whose keys live under a prefix of a bucket or container.
+
+    Subclasses translate their SDK's exceptions in one place (``_translate``); every call
+    into the SDK runs inside ``_translating(action, ErrorClass)``.
+    """
+
+    lock_readback = True
+
+    def __init__(self, root_uri: str, prefix: str) -> None:
+        self.prefix = prefix.strip("/")
+        self.uri = f"{root_uri}/{self.prefix}" if self.prefix else root_uri
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _relative(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    @abc.abstractmethod
+    def _translate(
+        self, exc: BaseException, action: str, error: type[TfauditError]
+    ) -> TfauditError:
+        """A one-line error of class ``error`` that says how to fix ``exc``."""
+
+    @contextlib.contextmanager
+    def _translating(self, action: str, error: type[TfauditError]) -> Iterator[None]:
+        try:
+            yield
+        except TfauditError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, action, error) from None
+
+    @abc.abstractmethod
+    def versions(self, key: str) -> list[VersionInfo]: ...
+
+    @abc.abstractmethod
+    def list_keys(self, prefix: str) -> Iterator[str]: ...
+
+    @abc.abstractmethod
+    def iter_version(
+        self, key: str, version_id: str, chunk_size: int = 1 << 20
+    ) -> Iterator[bytes]: ...
+
+    def slot_taken(self, key: str) -> bool:
+        return bool(self.versions(key))
+
+    def read_version(self, key: str, version_id: str) -> bytes:
+        return b"".join(self.iter_version(key, version_id))
+
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
+        for key in self.list_keys(prefix):
+            yield from self.versions(key)

@@ -26,6 +26,7 @@ from tfaudit_ci.errors import ConfigError, UploadError
 from tfaudit_ci.stores import StoreOptions
 from tfaudit_ci.stores.base import (
     Digests,
+    Lock,
     ObjectState,
     Policy,
     PreflightReport,
@@ -49,7 +50,7 @@ class _Entry:
 
 
 class FileStore:
-    worm = False  # verify skips lock checks: a directory cannot hold a retention lock
+    lock_readback = False  # a directory cannot hold a retention lock
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -78,16 +79,15 @@ class FileStore:
 
     def preflight(self, policy: Policy) -> PreflightReport:
         del policy
-        report = PreflightReport(store=self.uri, worm=False)
-        report.add("not-worm", False, "a local directory cannot enforce retention (not WORM)")
+        report = PreflightReport(store=self.uri)
+        report.add("worm", False, "a local directory cannot enforce retention (not WORM)")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            writable = os.access(self.root, os.W_OK)
         except OSError as exc:
-            writable = False
             report.add("writable", False, f"cannot create {self.root}: {exc.strerror}")
         else:
-            report.add("writable", writable, "writable" if writable else "directory is read-only")
+            writable = os.access(self.root, os.W_OK)
+            report.add("writable", writable, "the directory is writable", "it is read-only")
         return report
 
     # -- version bookkeeping ---------------------------------------------------------------
@@ -163,10 +163,8 @@ class FileStore:
                 f"cannot write {what}: {exc.strerror}", fix="free disk space"
             ) from None
 
-    def put_file(
-        self, key: str, path: Path, digests: Digests, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject:
-        del retain_until, policy
+    def put_file(self, key: str, path: Path, digests: Digests, lock: Lock | None) -> StoredObject:
+        del lock
         fd = self._open_exclusive(key)
         if fd is None:
             # A re-shipped spool (tfaudit recover) finds its own earlier upload: reuse it.
@@ -180,10 +178,8 @@ class FileStore:
         os.chmod(self._path(key), 0o444)
         return StoredObject(key, VERSION_ID, digests.sha256, digests.size)
 
-    def put_create_only(
-        self, key: str, data: bytes, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject | None:
-        del retain_until, policy
+    def put_create_only(self, key: str, data: bytes, lock: Lock | None) -> StoredObject | None:
+        del lock
         if self._versions_dir(key).is_dir():
             return None  # the slot has (or had) versions: it was written before
         fd = self._open_exclusive(key)

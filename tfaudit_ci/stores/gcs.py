@@ -32,16 +32,20 @@ from tfaudit_ci.errors import ConfigError, PreflightError, ReadbackError, Tfaudi
 from tfaudit_ci.stores import StoreOptions
 from tfaudit_ci.stores.base import (
     Digests,
+    Lock,
     ObjectState,
     Policy,
+    PrefixedStore,
+    PreflightCheck,
     PreflightReport,
     StoredObject,
     VersionInfo,
 )
+from tfaudit_ci.vocab import GcsMode, LockMode, values
 
 T = TypeVar("T")
 
-GCS_MODES = ("bucket-policy", "object-retention")
+GCS_MODES = values(GcsMode)
 # Resumable chunks must be a multiple of 256 KiB; they bound the memory an upload holds.
 _CHUNK_QUANTUM = 256 * 1024
 _PERMISSIONS_FIX = (
@@ -64,7 +68,7 @@ def _import_sdk() -> Any:
 
 
 @dataclass(frozen=True)
-class Lock:
+class ObjectLock:
     mode: str  # COMPLIANCE | GOVERNANCE
     until: dt.datetime | None
 
@@ -86,63 +90,80 @@ def parse_time(value: Any) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
-def bucket_checks(
-    resource: dict[str, Any], mode: str, policy: Policy
-) -> list[tuple[str, bool, str]]:
+def retention_days_of(resource: dict[str, Any]) -> int | None:
+    """A bucket retention policy's period in whole days (rounded down), if it has one."""
+    seconds = int((resource.get("retentionPolicy") or {}).get("retentionPeriod") or 0)
+    return seconds // 86400 or None
+
+
+def bucket_checks(resource: dict[str, Any], mode: str, policy: Policy) -> list[PreflightCheck]:
     """Named preflight checks for a bucket resource as returned by ``GET /storage/v1/b/NAME``."""
     name = resource.get("name", "?")
-    if mode == "object-retention":
+    if mode == GcsMode.OBJECT_RETENTION:
         enabled = (resource.get("objectRetention") or {}).get("mode") == "Enabled"
         return [
-            (
+            PreflightCheck(
                 "object-retention",
                 enabled,
-                f"bucket {name!r} does not have object retention enabled; create it with "
+                f"bucket {name!r} has object retention enabled"
+                if enabled
+                else f"bucket {name!r} does not have object retention enabled; create it with "
                 "--enable-per-object-retention (it cannot be turned on later)",
             )
         ]
     retention = resource.get("retentionPolicy") or {}
     locked = bool(retention.get("isLocked"))
     period_days = int(retention.get("retentionPeriod") or 0) / 86400
-    mode_name = "COMPLIANCE" if locked else ("GOVERNANCE" if retention else None)
+    mode_name = LockMode.COMPLIANCE if locked else (LockMode.GOVERNANCE if retention else None)
+    mode_ok = policy.mode_ok(mode_name)
     return [
-        (
+        PreflightCheck(
             "retention-policy",
             bool(retention),
-            f"bucket {name!r} has no retention policy; set one and lock it, or use "
+            f"bucket {name!r} has a retention policy"
+            if retention
+            else f"bucket {name!r} has no retention policy; set one and lock it, or use "
             "--gcs-mode object-retention",
         ),
-        (
+        PreflightCheck(
             "retention-locked",
-            policy.mode_ok(mode_name),
-            f"the retention policy of {name!r} is not locked; policy requires "
-            f"{policy.lock_mode} (gcloud storage buckets update gs://{name} "
-            "--lock-retention-period)",
+            mode_ok,
+            f"the retention policy of {name!r} is {'locked' if locked else 'not locked'}"
+            + (
+                ""
+                if mode_ok
+                else f"; policy requires {policy.lock_mode} (gcloud storage buckets update "
+                f"gs://{name} --lock-retention-period)"
+            ),
         ),
-        (
+        PreflightCheck(
             "retention-period",
             period_days >= policy.retention_days,
-            f"the retention period of {name!r} is {period_days:g} days; policy requires at "
-            f"least {policy.retention_days}",
+            f"the retention period of {name!r} is {period_days:g} days"
+            + (
+                f" (policy: at least {policy.retention_days})"
+                if period_days >= policy.retention_days
+                else f"; policy requires at least {policy.retention_days}"
+            ),
         ),
     ]
 
 
-def object_lock(obj: dict[str, Any], bucket: dict[str, Any]) -> Lock | None:
+def object_lock(obj: dict[str, Any], bucket: dict[str, Any]) -> ObjectLock | None:
     """The strongest lock on one object version, from its resource and its bucket's.
 
     Object retention Locked and a locked bucket policy can never be shortened, so they are
     COMPLIANCE; Unlocked retention or an unlocked bucket policy can be, so GOVERNANCE.
     """
-    candidates: list[Lock] = []
+    candidates: list[ObjectLock] = []
     retention = obj.get("retention") or {}
     if retention.get("retainUntilTime"):
         mode = "COMPLIANCE" if str(retention.get("mode")).lower() == "locked" else "GOVERNANCE"
-        candidates.append(Lock(mode, parse_time(retention["retainUntilTime"])))
+        candidates.append(ObjectLock(mode, parse_time(retention["retainUntilTime"])))
     bucket_policy = bucket.get("retentionPolicy") or {}
     if bucket_policy and obj.get("retentionExpirationTime"):
         mode = "COMPLIANCE" if bucket_policy.get("isLocked") else "GOVERNANCE"
-        candidates.append(Lock(mode, parse_time(obj["retentionExpirationTime"])))
+        candidates.append(ObjectLock(mode, parse_time(obj["retentionExpirationTime"])))
     if not candidates:
         return None
     epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
@@ -215,7 +236,7 @@ def _first_line(exc: BaseException) -> str:
 # -- the store ---------------------------------------------------------------------------------
 
 
-class GcsStore:
+class GcsStore(PrefixedStore):
     def __init__(
         self,
         client: Any,
@@ -229,13 +250,12 @@ class GcsStore:
             raise ConfigError(
                 f"unknown gcs-mode {options.gcs_mode!r}", fix=f"use one of {', '.join(GCS_MODES)}"
             )
+        super().__init__(f"gs://{bucket}", prefix)
         self.client = client
         self.bucket_name = bucket
         self.bucket = client.bucket(bucket)
-        self.prefix = prefix.strip("/")
         self.options = options
         self.backoff_base = backoff_base
-        self.uri = f"gs://{bucket}/{self.prefix}" if self.prefix else f"gs://{bucket}"
         self._bucket_resource: dict[str, Any] | None = None
         chunk = max(options.multipart_chunksize // _CHUNK_QUANTUM, 1) * _CHUNK_QUANTUM
         self._chunk_size = chunk
@@ -273,8 +293,10 @@ class GcsStore:
             raise translate(exc, "creating the GCS client", ConfigError) from None
         return cls(client, bucket, prefix, options)
 
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
+    def _translate(
+        self, exc: BaseException, action: str, error: type[TfauditError]
+    ) -> TfauditError:
+        return translate(exc, action, error)
 
     @property
     def _timeout(self) -> tuple[float, float]:
@@ -317,22 +339,26 @@ class GcsStore:
 
     # -- preflight -----------------------------------------------------------------------------
     def preflight(self, policy: Policy) -> PreflightReport:
-        report = PreflightReport(store=self.uri, worm=True)
         self._bucket_resource = None  # preflight always looks at the live bucket
         resource = self._bucket_info(PreflightError)
-        for name, ok, detail in bucket_checks(resource, self.options.gcs_mode, policy):
-            report.add(name, ok, detail)
-        return report
+        checks = bucket_checks(resource, self.options.gcs_mode, policy)
+        return PreflightReport(
+            store=self.uri,
+            checks=checks,
+            # Per-object retention is written with each object; a bucket policy is not.
+            lockable=self.options.gcs_mode == GcsMode.OBJECT_RETENTION and checks[0].ok,
+            default_retention_days=retention_days_of(resource),
+        )
 
     # -- writes --------------------------------------------------------------------------------
-    def _new_blob(self, full: str, md5_hex: str, retain_until: dt.datetime, policy: Policy) -> Any:
+    def _new_blob(self, full: str, md5_hex: str, lock: Lock | None) -> Any:
         blob = self.bucket.blob(full, chunk_size=self._chunk_size)
         blob.content_type = content_type_for(full)
         # GCS checks the uploaded bytes against this digest and refuses the object otherwise.
         blob.md5_hash = base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii")
-        if self.options.gcs_mode == "object-retention":
-            blob.retention.mode = "Locked" if policy.lock_mode == "COMPLIANCE" else "Unlocked"
-            blob.retention.retain_until_time = retain_until
+        if lock is not None and self.options.gcs_mode == GcsMode.OBJECT_RETENTION:
+            blob.retention.mode = "Locked" if lock.mode == LockMode.COMPLIANCE else "Unlocked"
+            blob.retention.retain_until_time = lock.retain_until
         return blob
 
     def _own_write(self, full: str, md5_hex: str, size: int) -> str | None:
@@ -346,11 +372,9 @@ class GcsStore:
             return None
         return str(blob.generation)
 
-    def put_file(
-        self, key: str, path: Path, digests: Digests, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject:
+    def put_file(self, key: str, path: Path, digests: Digests, lock: Lock | None) -> StoredObject:
         full = self._key(key)
-        blob = self._new_blob(full, digests.md5, retain_until, policy)
+        blob = self._new_blob(full, digests.md5, lock)
 
         def upload() -> None:
             with path.open("rb") as stream:  # streamed in chunks, never read whole
@@ -379,12 +403,10 @@ class GcsStore:
                 raise translate(exc, f"uploading {full}", UploadError) from None
         return StoredObject(key, generation, digests.sha256, digests.size)
 
-    def put_create_only(
-        self, key: str, data: bytes, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject | None:
+    def put_create_only(self, key: str, data: bytes, lock: Lock | None) -> StoredObject | None:
         full = self._key(key)
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        blob = self._new_blob(full, md5, retain_until, policy)
+        blob = self._new_blob(full, md5, lock)
         try:
             self._retrying(
                 lambda: blob.upload_from_string(
@@ -400,10 +422,8 @@ class GcsStore:
         except Exception as exc:
             if _status(exc) != 412:
                 raise translate(exc, f"writing chain record {full}", UploadError) from None
-            try:
+            with self._translating(f"re-reading {full}", UploadError):
                 own = self._own_write(full, md5, len(data))
-            except Exception as read_exc:
-                raise translate(read_exc, f"re-reading {full}", UploadError) from None
             if own is None:
                 return None  # another writer holds the slot
             generation = own
@@ -413,14 +433,12 @@ class GcsStore:
     def _get(self, full: str, version_id: str, error: type[TfauditError]) -> Any | None:
         if not version_id.isdigit():
             return None  # not a GCS generation, so not a version of this store
-        try:
+        with self._translating(f"reading back {full}#{version_id}", error):
             return self._retrying(
                 lambda: self.bucket.get_blob(
                     full, generation=int(version_id), timeout=self._timeout, retry=None
                 )
             )
-        except Exception as exc:
-            raise translate(exc, f"reading back {full}#{version_id}", error) from None
 
     def head(self, key: str, version_id: str) -> ObjectState | None:
         full = self._key(key)
@@ -441,7 +459,7 @@ class GcsStore:
 
     def versions(self, key: str) -> list[VersionInfo]:
         full = self._key(key)
-        try:
+        with self._translating(f"listing versions of {full}", ReadbackError):
             blobs = self._retrying(
                 lambda: list(
                     self.client.list_blobs(
@@ -453,8 +471,6 @@ class GcsStore:
                     )
                 )
             )
-        except Exception as exc:
-            raise translate(exc, f"listing versions of {full}", ReadbackError) from None
         found = [
             VersionInfo(key, str(b.generation), False, b.time_created, int(b.size or 0))
             for b in blobs
@@ -462,12 +478,6 @@ class GcsStore:
         ]
         found.sort(key=lambda v: int(v.version_id))  # generations grow with time
         return found
-
-    def slot_taken(self, key: str) -> bool:
-        return bool(self.versions(key))
-
-    def read_version(self, key: str, version_id: str) -> bytes:
-        return b"".join(self.iter_version(key, version_id))
 
     def iter_version(self, key: str, version_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         full = self._key(key)
@@ -478,10 +488,8 @@ class GcsStore:
         # Ranged reads of the pinned generation keep memory at one chunk per call.
         for start in range(0, size, chunk_size):
             end = min(start + chunk_size, size) - 1
-            try:
+            with self._translating(f"reading {full}#{version_id}", ReadbackError):
                 chunk = self._retrying(functools.partial(self._read_range, blob, start, end))
-            except Exception as exc:
-                raise translate(exc, f"reading {full}#{version_id}", ReadbackError) from None
             yield chunk
 
     def _read_range(self, blob: Any, start: int, end: int) -> bytes:
@@ -492,11 +500,8 @@ class GcsStore:
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         full = self._key(prefix)
-        strip = len(self.prefix) + 1 if self.prefix else 0
-        try:
+        with self._translating(f"listing {full}", ReadbackError):
             for blob in self.client.list_blobs(
                 self.bucket_name, prefix=full, timeout=self._timeout
             ):
-                yield str(blob.name)[strip:]
-        except Exception as exc:
-            raise translate(exc, f"listing {full}", ReadbackError) from None
+                yield self._relative(str(blob.name))

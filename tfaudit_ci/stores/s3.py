@@ -1,10 +1,14 @@
 """S3 Object Lock store (AWS, and S3-compatible servers such as Ceph RGW and MinIO).
 
-Behaviours of real servers this module is written around (see the README's conformance table):
-lock headers on multipart uploads may be ignored, so retention is put on the completed version
-explicitly; ``If-None-Match: *`` may be ignored, so the chain arbitrates by version order;
-the server-side SHA-256 checksum may be neither stored nor validated, so Content-MD5 is sent
-too and read-back compares the ETag as well as any checksum the server keeps.
+Behaviours of real servers this module is written around (docs/conformance.md): lock headers
+on multipart uploads may be ignored, so retention is put on the completed version explicitly;
+``If-None-Match: *`` may be ignored, so the chain arbitrates by version order; the server-side
+SHA-256 checksum may be neither stored nor validated, so Content-MD5 is sent too and
+read-back compares the ETag as well as any checksum the server keeps.
+
+The client is built on a background thread as soon as the store is opened: importing boto3
+and building a client cost a few hundred milliseconds that then overlap with the caller's
+own set-up instead of delaying the wrapped command.
 """
 
 from __future__ import annotations
@@ -14,29 +18,45 @@ import contextlib
 import datetime as dt
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from threading import Thread
+from typing import TYPE_CHECKING, Any
 
-from tfaudit_ci.errors import ConfigError, PreflightError, ReadbackError, UploadError
+from tfaudit_ci.errors import ConfigError, PreflightError, ReadbackError, TfauditError, UploadError
 from tfaudit_ci.stores import StoreOptions
 from tfaudit_ci.stores.base import (
     Digests,
+    Lock,
     ObjectState,
     Policy,
+    PrefixedStore,
     PreflightReport,
     StoredObject,
     VersionInfo,
 )
 from tfaudit_ci.stores.s3_errors import clock_skew, describe, error_code, http_status
+from tfaudit_ci.vocab import LockMode
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectLockRetentionTypeDef
 
 _CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchVersion", "404", "405", "MethodNotAllowed"}
+# Special fixes by (action kind, error code); anything else gets s3_errors' generic fix.
+_PUT_DENIED_FIX = (
+    "grant the writer role s3:PutObject and s3:PutObjectRetention (a PUT that carries its own "
+    "lock needs both) on the bucket's objects"
+)
+_HEAD_DENIED_FIX = "grant s3:GetObjectVersion and s3:GetObjectRetention to the writer role"
 
 
 def _b64(hex_digest: str) -> str:
     return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
 
 
-def make_client(options: StoreOptions) -> Any:
+def make_client(options: StoreOptions, max_pool_connections: int = 10) -> S3Client:
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -45,6 +65,7 @@ def make_client(options: StoreOptions) -> Any:
         read_timeout=options.read_timeout,
         retries={"max_attempts": options.max_attempts, "mode": "standard"},
         s3={"addressing_style": "path"} if options.endpoint_url else {},
+        max_pool_connections=max_pool_connections,
         # Digests are computed by tfaudit itself and sent explicitly; no trailer checksums,
         # which older S3-compatible servers reject.
         request_checksum_calculation="when_required",
@@ -56,7 +77,7 @@ def make_client(options: StoreOptions) -> Any:
     return client
 
 
-def _drop_expect_continue(client: Any) -> None:
+def _drop_expect_continue(client: S3Client) -> None:
     # After a server refuses a PUT early, `Expect: 100-continue` can stall the next request
     # on that connection until read_timeout (seen on Ceph RGW).
     from botocore.handlers import add_expect_header
@@ -65,31 +86,77 @@ def _drop_expect_continue(client: Any) -> None:
         client.meta.events.unregister(f"before-call.s3.{op}", add_expect_header)
 
 
-class S3Store:
-    def __init__(self, client: Any, bucket: str, prefix: str, options: StoreOptions) -> None:
-        self.client = client
+def _client_error(exc: BaseException) -> TfauditError:
+    """Client creation failed: missing or partial credentials mean the store cannot be used
+    (preflight, exit 21); anything else is a configuration error (exit 20)."""
+    from botocore import exceptions as bx
+
+    summary, fix = describe(exc, "creating the S3 client")
+    if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        return PreflightError(summary, fix=fix)
+    return ConfigError(summary, fix=fix)
+
+
+class _ClientFuture:
+    """A client being built on a daemon thread; ``result()`` waits for it."""
+
+    def __init__(self, options: StoreOptions) -> None:
+        self._future: Future[S3Client] = Future()
+        self._options = options
+        Thread(target=self._build, name="tfaudit-s3-client", daemon=True).start()
+
+    def _build(self) -> None:
+        try:
+            self._future.set_result(make_client(self._options))
+        except BaseException as exc:  # re-raised in the caller's thread
+            self._future.set_exception(exc)
+
+    def result(self) -> S3Client:
+        try:
+            return self._future.result()
+        except TfauditError:
+            raise
+        except Exception as exc:  # botocore raises many kinds at client creation
+            raise _client_error(exc) from None
+
+
+class S3Store(PrefixedStore):
+    def __init__(
+        self, client: S3Client | _ClientFuture, bucket: str, prefix: str, options: StoreOptions
+    ) -> None:
+        super().__init__(f"s3://{bucket}", prefix)
+        self._client = client
         self.bucket = bucket
-        self.prefix = prefix.strip("/")
         self.options = options
-        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
 
     @classmethod
     def from_url(cls, bucket: str, prefix: str, options: StoreOptions) -> S3Store:
-        try:
-            client = make_client(options)
-        except Exception as exc:  # botocore raises many kinds at client creation
-            summary, fix = describe(exc, "creating the S3 client")
-            raise ConfigError(summary, fix=fix) from None
-        return cls(client, bucket, prefix, options)
+        return cls(_ClientFuture(options), bucket, prefix, options)
 
-    def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key}" if self.prefix else key
+    @property
+    def client(self) -> S3Client:
+        if isinstance(self._client, _ClientFuture):
+            self._client = self._client.result()
+        return self._client
+
+    def _translate(
+        self, exc: BaseException, action: str, error: type[TfauditError]
+    ) -> TfauditError:
+        summary, fix = describe(exc, action)
+        code = error_code(exc)
+        if error is UploadError and code == "AccessDenied":
+            fix = _PUT_DENIED_FIX
+        elif error is ReadbackError and code in {"AccessDenied", "403"} and not clock_skew(exc):
+            fix = _HEAD_DENIED_FIX
+        return error(summary, fix=fix)
 
     # -- preflight -------------------------------------------------------------------------
     def preflight(self, policy: Policy) -> PreflightReport:
-        report = PreflightReport(store=self.uri, worm=True)
+        report = PreflightReport(store=self.uri)
         try:
             self.client.head_bucket(Bucket=self.bucket)
+        except TfauditError:
+            raise
         except Exception as exc:
             status = http_status(exc)
             if status == 404:
@@ -101,55 +168,59 @@ class S3Store:
             if status == 403 and clock_skew(exc) is None:
                 fix = "grant s3:ListBucket on the bucket (and check the region)"
             raise PreflightError(summary, fix=fix) from None
-        try:
+        with self._translating("reading bucket versioning", PreflightError):
             versioning = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
-        except Exception as exc:
-            summary, fix = describe(exc, "reading bucket versioning")
-            raise PreflightError(summary, fix=fix) from None
         report.add(
             "versioning",
             versioning == "Enabled",
+            "versioning is Enabled",
             f"versioning is {versioning or 'off'}; it must be Enabled",
         )
         try:
             lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
-            lock_cfg = lock.get("ObjectLockConfiguration", {})
+            lock_cfg: Any = lock.get("ObjectLockConfiguration", {})
         except Exception as exc:
-            if error_code(exc) in {"ObjectLockConfigurationNotFoundError", "404"}:
-                lock_cfg = {}
-            else:
-                summary, fix = describe(exc, "reading the Object Lock configuration")
+            if error_code(exc) not in {"ObjectLockConfigurationNotFoundError", "404"}:
+                error = self._translate(
+                    exc, "reading the Object Lock configuration", PreflightError
+                )
                 if error_code(exc) == "AccessDenied":
-                    fix = "grant s3:GetBucketObjectLockConfiguration to the writer role"
-                raise PreflightError(summary, fix=fix) from None
+                    error.fix = "grant s3:GetBucketObjectLockConfiguration to the writer role"
+                raise error from None
+            lock_cfg = {}
         enabled = lock_cfg.get("ObjectLockEnabled") == "Enabled"
-        report.add("object-lock", enabled, "Object Lock is not enabled on the bucket")
+        report.lockable = enabled
+        report.add("object-lock", enabled, "Object Lock is enabled", "Object Lock is not enabled")
         default = lock_cfg.get("Rule", {}).get("DefaultRetention", {})
         mode = default.get("Mode")
         days = int(default.get("Days") or 0) or int(default.get("Years") or 0) * 365
+        report.default_retention_days = days or None
         report.add(
             "default-mode",
             policy.mode_ok(mode),
+            f"default retention mode is {mode}",
             f"default retention mode is {mode or 'unset'}; policy requires {policy.lock_mode}",
         )
         report.add(
             "default-days",
             days >= policy.retention_days,
+            f"default retention is {days} days (policy: at least {policy.retention_days})",
             f"default retention is {days} days; policy requires at least {policy.retention_days}",
         )
         return report
 
     # -- writes ----------------------------------------------------------------------------
-    def _lock_args(self, retain_until: dt.datetime, policy: Policy) -> dict[str, Any]:
-        return {"ObjectLockMode": policy.lock_mode, "ObjectLockRetainUntilDate": retain_until}
+    @staticmethod
+    def _lock_args(lock: Lock | None) -> dict[str, Any]:
+        if lock is None:
+            return {}
+        return {"ObjectLockMode": str(lock.mode), "ObjectLockRetainUntilDate": lock.retain_until}
 
-    def put_file(
-        self, key: str, path: Path, digests: Digests, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject:
+    def put_file(self, key: str, path: Path, digests: Digests, lock: Lock | None) -> StoredObject:
         full = self._key(key)
-        try:
+        with self._translating(f"uploading {full}", UploadError):
             if digests.size > self.options.multipart_threshold:
-                version_id = self._put_multipart(full, path, retain_until, policy)
+                version_id = self._put_multipart(full, path, lock)
             else:
                 with path.open("rb") as body:
                     response = self.client.put_object(
@@ -160,17 +231,9 @@ class S3Store:
                         ContentMD5=_b64(digests.md5),
                         ChecksumSHA256=_b64(digests.sha256),
                         ContentType="text/plain; charset=utf-8",
-                        **self._lock_args(retain_until, policy),
+                        **self._lock_args(lock),
                     )
-                version_id = response.get("VersionId")
-        except UploadError:
-            raise
-        except Exception as exc:
-            summary, fix = describe(exc, f"uploading {full}")
-            if error_code(exc) == "AccessDenied":
-                fix = "grant the writer role s3:PutObject and s3:PutObjectRetention (a PUT that "
-                fix += "carries its own lock needs both) on the bucket's objects"
-            raise UploadError(summary, fix=fix) from None
+                version_id = response.get("VersionId", "")
         if not version_id:
             raise UploadError(
                 f"uploading {full}: the store returned no version id",
@@ -178,24 +241,22 @@ class S3Store:
             )
         return StoredObject(key, str(version_id), digests.sha256, digests.size)
 
-    def _put_multipart(
-        self, full: str, path: Path, retain_until: dt.datetime, policy: Policy
-    ) -> str:
+    def _put_multipart(self, full: str, path: Path, lock: Lock | None) -> str:
         upload = self.client.create_multipart_upload(
             Bucket=self.bucket,
             Key=full,
             ChecksumAlgorithm="SHA256",
             ContentType="text/plain; charset=utf-8",
-            **self._lock_args(retain_until, policy),
+            **self._lock_args(lock),
         )
         upload_id = upload["UploadId"]
-        parts: list[dict[str, Any]] = []
+        parts: list[Any] = []
         try:
             with path.open("rb") as handle:
                 number = 1
                 while chunk := handle.read(self.options.multipart_chunksize):
                     md5 = hashlib.md5(chunk, usedforsecurity=False).digest()
-                    sha = hashlib.sha256(chunk).digest()
+                    sha = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
                     part = self.client.upload_part(
                         Bucket=self.bucket,
                         Key=full,
@@ -203,14 +264,10 @@ class S3Store:
                         PartNumber=number,
                         Body=chunk,
                         ContentMD5=base64.b64encode(md5).decode(),
-                        ChecksumSHA256=base64.b64encode(sha).decode(),
+                        ChecksumSHA256=sha,
                     )
                     parts.append(
-                        {
-                            "PartNumber": number,
-                            "ETag": part["ETag"],
-                            "ChecksumSHA256": base64.b64encode(sha).decode(),
-                        }
+                        {"PartNumber": number, "ETag": part["ETag"], "ChecksumSHA256": sha}
                     )
                     number += 1
             done = self.client.complete_multipart_upload(
@@ -225,28 +282,29 @@ class S3Store:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=full, UploadId=upload_id)
             raise
         version_id = str(done.get("VersionId") or "")
-        if version_id:
-            self._ensure_retention(full, version_id, retain_until, policy)
+        if version_id and lock is not None:
+            self._ensure_retention(full, version_id, lock)
         return version_id
 
-    def _ensure_retention(
-        self, full: str, version_id: str, retain_until: dt.datetime, policy: Policy
-    ) -> None:
+    def _ensure_retention(self, full: str, version_id: str, lock: Lock) -> None:
         """Some servers ignore lock headers on multipart uploads: set the lock explicitly."""
         head = self.client.head_object(Bucket=self.bucket, Key=full, VersionId=version_id)
         current = head.get("ObjectLockRetainUntilDate")
-        if policy.mode_ok(head.get("ObjectLockMode")) and current and current >= retain_until:
-            return  # already at least as strong; COMPLIANCE cannot be shortened anyway
+        if (
+            head.get("ObjectLockMode") == str(lock.mode)
+            and current
+            and current >= lock.retain_until
+        ):
+            return  # already as strong; COMPLIANCE cannot be shortened anyway
+        retention: ObjectLockRetentionTypeDef = {
+            "Mode": "COMPLIANCE" if lock.mode == LockMode.COMPLIANCE else "GOVERNANCE",
+            "RetainUntilDate": lock.retain_until,
+        }
         self.client.put_object_retention(
-            Bucket=self.bucket,
-            Key=full,
-            VersionId=version_id,
-            Retention={"Mode": policy.lock_mode, "RetainUntilDate": retain_until},
+            Bucket=self.bucket, Key=full, VersionId=version_id, Retention=retention
         )
 
-    def put_create_only(
-        self, key: str, data: bytes, retain_until: dt.datetime, policy: Policy
-    ) -> StoredObject | None:
+    def put_create_only(self, key: str, data: bytes, lock: Lock | None) -> StoredObject | None:
         full = self._key(key)
         sha = hashlib.sha256(data).hexdigest()
         try:
@@ -255,18 +313,17 @@ class S3Store:
                 Key=full,
                 Body=data,
                 IfNoneMatch="*",
-                ContentMD5=base64.b64encode(
-                    hashlib.md5(data, usedforsecurity=False).digest()
-                ).decode(),
+                ContentMD5=_b64(hashlib.md5(data, usedforsecurity=False).hexdigest()),
                 ChecksumSHA256=_b64(sha),
                 ContentType="application/json",
-                **self._lock_args(retain_until, policy),
+                **self._lock_args(lock),
             )
+        except TfauditError:
+            raise
         except Exception as exc:
             if error_code(exc) in _CONFLICT_CODES or http_status(exc) in {409, 412}:
                 return None
-            summary, fix = describe(exc, f"writing chain record {full}")
-            raise UploadError(summary, fix=fix) from None
+            raise self._translate(exc, f"writing chain record {full}", UploadError) from None
         version_id = str(response.get("VersionId") or "")
         if not version_id:
             raise UploadError(
@@ -286,13 +343,12 @@ class S3Store:
             head = self.client.head_object(
                 Bucket=self.bucket, Key=full, VersionId=version_id, ChecksumMode="ENABLED"
             )
+        except TfauditError:
+            raise
         except Exception as exc:
-            if http_status(exc) in {404, 405} or error_code(exc) in {"NoSuchKey", "NoSuchVersion"}:
+            if http_status(exc) in {404, 405} or error_code(exc) in _MISSING_CODES:
                 return None
-            summary, fix = describe(exc, f"reading back {full}")
-            if error_code(exc) in {"AccessDenied", "403"} and clock_skew(exc) is None:
-                fix = "grant s3:GetObjectVersion and s3:GetObjectRetention to the writer role"
-            raise ReadbackError(summary, fix=fix) from None
+            raise self._translate(exc, f"reading back {full}", ReadbackError) from None
         etag = str(head.get("ETag", "")).strip('"') or None
         checksum = head.get("ChecksumSHA256")
         sha = None
@@ -312,79 +368,81 @@ class S3Store:
             etag=etag,
         )
 
-    def _list_versions(self, prefix: str, max_keys: int | None = None) -> Iterator[dict[str, Any]]:
+    def _version_pages(self, prefix: str, max_keys: int | None = None) -> Iterator[Any]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if max_keys:
             kwargs["MaxKeys"] = max_keys
         while True:
-            page = self.client.list_object_versions(**kwargs)
+            with self._translating(f"listing {prefix}", ReadbackError):
+                page = self.client.list_object_versions(**kwargs)
             yield page
             if max_keys or not page.get("IsTruncated"):
                 return
             kwargs["KeyMarker"] = page.get("NextKeyMarker")
             kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker")
 
-    def versions(self, key: str) -> list[VersionInfo]:
-        full = self._key(key)
-        found: list[VersionInfo] = []
-        markers: list[VersionInfo] = []
-        for page in self._list_versions(full):
-            for item in page.get("Versions", []):
-                if item["Key"] == full:
-                    found.append(
-                        VersionInfo(
-                            key,
-                            str(item["VersionId"]),
-                            False,
-                            item.get("LastModified"),
-                            int(item.get("Size", 0)),
-                        )
-                    )
-            for item in page.get("DeleteMarkers", []):
-                if item["Key"] == full:
-                    markers.append(
-                        VersionInfo(key, str(item["VersionId"]), True, item.get("LastModified"))
-                    )
-        # S3 lists a key's versions newest first; timestamps can tie within a second.
-        found.reverse()
-        markers.reverse()
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
+        """Every version and delete marker under ``prefix``: by key, each key's oldest first.
+
+        S3 lists a key's versions newest first (and delete markers apart from versions);
+        last-modified times can tie within a second, so list order breaks ties.
+        """
         epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-        merged = found + markers
-        merged.sort(key=lambda v: v.last_modified or epoch)  # stable: keeps list order on ties
-        return merged
+        pending: dict[str, list[VersionInfo]] = {}
+        for page in self._version_pages(self._key(prefix)):
+            for item in page.get("Versions", []):
+                key = self._relative(str(item["Key"]))
+                pending.setdefault(key, []).append(
+                    VersionInfo(
+                        key,
+                        str(item["VersionId"]),
+                        False,
+                        item.get("LastModified"),
+                        int(item.get("Size", 0)),
+                    )
+                )
+            for item in page.get("DeleteMarkers", []):
+                key = self._relative(str(item["Key"]))
+                pending.setdefault(key, []).append(
+                    VersionInfo(key, str(item["VersionId"]), True, item.get("LastModified"))
+                )
+        for key in sorted(pending):
+            found = [v for v in pending[key] if not v.is_delete_marker][::-1]
+            markers = [v for v in pending[key] if v.is_delete_marker][::-1]
+            merged = found + markers
+            merged.sort(key=lambda v: v.last_modified or epoch)  # stable on ties
+            yield from merged
+
+    def versions(self, key: str) -> list[VersionInfo]:
+        return [v for v in self.list_versions(key) if v.key == key]
 
     def slot_taken(self, key: str) -> bool:
         full = self._key(key)
-        for page in self._list_versions(full, max_keys=2):
+        for page in self._version_pages(full, max_keys=2):
             for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
                 if item["Key"] == full:
                     return True
         return False
 
     def read_version(self, key: str, version_id: str) -> bytes:
-        response = self.client.get_object(
-            Bucket=self.bucket, Key=self._key(key), VersionId=version_id
-        )
-        data: bytes = response["Body"].read()
-        return data
+        full = self._key(key)
+        with self._translating(f"reading {full}", ReadbackError):
+            response = self.client.get_object(Bucket=self.bucket, Key=full, VersionId=version_id)
+            return response["Body"].read()
 
     def iter_version(self, key: str, version_id: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        response = self.client.get_object(
-            Bucket=self.bucket, Key=self._key(key), VersionId=version_id
-        )
-        body = response["Body"]
-        try:
-            yield from body.iter_chunks(chunk_size)
-        finally:
-            body.close()
+        full = self._key(key)
+        with self._translating(f"reading {full}", ReadbackError):
+            response = self.client.get_object(Bucket=self.bucket, Key=full, VersionId=version_id)
+            body = response["Body"]
+            try:
+                yield from body.iter_chunks(chunk_size)
+            finally:
+                body.close()
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        full = self._key(prefix)
-        strip = len(self.prefix) + 1 if self.prefix else 0
         seen: set[str] = set()
-        for page in self._list_versions(full):
-            for item in page.get("Versions", []) + page.get("DeleteMarkers", []):
-                key = str(item["Key"])[strip:]
-                if key not in seen:
-                    seen.add(key)
-                    yield key
+        for version in self.list_versions(prefix):
+            if version.key not in seen:
+                seen.add(version.key)
+                yield version.key

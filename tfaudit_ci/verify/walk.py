@@ -43,7 +43,7 @@ def verify_stream(store: Store, options: VerifyOptions) -> VerifyResult:
         reader,
         options,
         options.now or utc_now(),
-        check_locks=getattr(store, "worm", True) is not False,
+        check_locks=store.lock_readback,
     )
     return _run(walk)
 

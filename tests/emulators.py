@@ -283,6 +283,10 @@ class FaultProxy:
         with self._lock:
             self._faults.extend([(f"fail:{status}", matches)] * count)
 
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
     def lose(self, count: int, matches: Matcher) -> None:
         with self._lock:
             self._faults.extend([("lose", matches)] * count)

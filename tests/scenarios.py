@@ -24,7 +24,7 @@ from tfaudit_ci.canonical import canonical_bytes, sha256_hex
 from tfaudit_ci.ci import CiInfo
 from tfaudit_ci.record import build_record, chain_key, iso, run_key, utc_now
 from tfaudit_ci.signing import NoSigner, Signer, sign_record
-from tfaudit_ci.stores.base import Digests, Policy, Store
+from tfaudit_ci.stores.base import Digests, Lock, Policy, Store
 from tfaudit_ci.stores.file import FileStore
 
 # (seq, ci dict, started, finished) -> (the record's identity field, identity.json bytes)
@@ -82,6 +82,7 @@ class Scenario:
         self.retain_until = retain_until or (
             utc_now() + dt.timedelta(days=self.policy.retention_days + 1)
         ).replace(microsecond=0)
+        self.lock = Lock(self.policy.lock_mode, self.retain_until)
         self.clock = start or utc_now() - dt.timedelta(hours=2)
         self.step = step
         self.identity = identity
@@ -107,7 +108,7 @@ class Scenario:
     def upload(self, key: str, data: bytes) -> str:
         path = self.spool / uuid.uuid4().hex
         path.write_bytes(data)
-        stored = self.store.put_file(key, path, _digests(data), self.retain_until, self.policy)
+        stored = self.store.put_file(key, path, _digests(data), self.lock)
         path.unlink()
         return stored.version_id
 
@@ -191,7 +192,7 @@ class Scenario:
         """Write a record create-only into its slot (or slot ``at``); returns the version."""
         key = chain_key(self.stream, built.seq if at is None else at)
         stored = self.store.put_create_only(
-            key, data if data is not None else built.data, self.retain_until, self.policy
+            key, data if data is not None else built.data, self.lock
         )
         assert stored is not None, f"slot {key} was already taken"
         built.version_id = stored.version_id if at is None else built.version_id

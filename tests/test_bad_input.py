@@ -184,6 +184,8 @@ def test_unusable_terraform_binary_exits_20_and_leaves_nothing_to_recover(
         shutil.rmtree(work, ignore_errors=True)
     phrase = {"missing": "command not found", "not-executable": "not executable"}.get(kind, "")
     assert_one_line_error(proc, 20, str(terraform), phrase)
+    # The hint names nothing the configuration would refuse (it once said `terraform-bin`).
+    assert b"terraform-bin" not in proc.stderr
     recover = tfaudit(["recover"], env=_env(tf_env, s3_server, work), cwd=work)
     assert b"nothing to recover" in recover.stderr, recover.stderr
     assert chain_records(s3_server.client(), lock_bucket, STREAM, prefix="audit") == []

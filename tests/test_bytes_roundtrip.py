@@ -78,7 +78,7 @@ def _run(
     )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     record, body = _stored_log(server, bucket)
-    spooled = next((cwd / "spools" / "spool").iterdir()) / "output.log"
+    spooled = next((cwd / "spools" / "shipped").iterdir()) / "output.log"
     assert spooled.read_bytes() == body
     return proc.stdout, record, body
 

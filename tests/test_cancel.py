@@ -10,6 +10,7 @@ signal escalates: forwarded (terraform's "exit now"), then SIGKILL if the comman
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.servers import S3Server
-from tests.tfaudit_proc import chain_records, result_json
+from tests.tfaudit_proc import Completed, chain_records, result_json
 from tests.tfhelpers import NULL_PROVIDER_VERSION, tf_init
 
 STREAM = "acme/cancel"
@@ -32,7 +33,10 @@ LOCK_FILE = ".terraform.tfstate.lock.info"
 class Tfaudit:
     """`tfaudit run` as a child process whose console output is collected live."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], cwd: Path, result: Path | None = None
+    ) -> None:
+        self.result = result
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tfaudit_ci", *args],
             env=env,
@@ -72,7 +76,10 @@ class Tfaudit:
             raise
         for reader in self._readers:
             reader.join(timeout=30)
-        return subprocess.CompletedProcess(self.proc.args, code, self.stdout, self.stderr)
+        done = Completed(self.proc.args, code, self.stdout, self.stderr)
+        if self.result is not None and self.result.exists():
+            done.result_document = json.loads(self.result.read_bytes())
+        return done
 
 
 def _children(pid: int) -> list[int]:
@@ -121,8 +128,9 @@ def _start(
     bucket: str, command: list[str], env: dict[str, str], cwd: Path, server: S3Server
 ) -> Tfaudit:
     full_env = {**env, **server.env(), "TFAUDIT_WORK_DIR": str(cwd.parent / "spools")}
-    args = ["run", "--store", f"s3://{bucket}/audit", "--stream", STREAM, "--json", "--"]
-    return Tfaudit([*args, *command], full_env, cwd)
+    result = cwd.parent / "result.json"
+    args = ["run", "--store", f"s3://{bucket}/audit", "--stream", STREAM, "--result", str(result)]
+    return Tfaudit([*args, "--", *command], full_env, cwd, result)
 
 
 def _apply_with_provisioner(
@@ -200,7 +208,7 @@ def test_signal_stops_terraform_gracefully_releases_lock_and_ships_cancelled(
     assert relock.returncode == 0, relock.stderr.decode()
     record = _record(s3_server, lock_bucket)
     assert record["status"] == "cancelled" and record["exit_code"] == 1
-    assert record["run_folder"] == Path(result_json(done)["spool_dir"]).name
+    assert record["run_folder"] == Path(result_json(done)["log_path"]).parent.name
     log = _log(s3_server, lock_bucket, record)
     assert b"provisioner-started" in log and b"Gracefully shutting down" in log
 

@@ -21,7 +21,7 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None
     assert config.stream == "env-stream"
     assert config.retention_days == 600
     assert config.lock_mode == "GOVERNANCE"
-    assert config.on_unlocked is None and config.max_attempts == 5
+    assert config.on_unlocked == "fail" and config.max_attempts == 5
     assert config.sources["retention-days"] == "flag --retention-days"
     assert config.sources["stream"] == "environment variable TFAUDIT_STREAM"
 

@@ -104,6 +104,10 @@ def _assert_chain_whole(client: Any, bucket: str, runs: int) -> list[dict[str, A
     return records
 
 
+def _shipped(spool: Path) -> Path:
+    return spool.parent.parent / "shipped" / spool.name
+
+
 def _assert_artifacts_match_spool(
     client: Any, bucket: str, record: dict[str, Any], spool: Path
 ) -> None:
@@ -175,8 +179,9 @@ def test_transient_fault_still_ships_exactly_one_record(
     records = _assert_chain_whole(client, lock_bucket, runs=2)
     result = result_json(faulted)
     assert result["audit_ok"] is True and result["seq"] == 1
-    assert records[1]["run_folder"] == Path(result["spool_dir"]).name
-    _assert_artifacts_match_spool(client, lock_bucket, records[1], Path(result["spool_dir"]))
+    shipped = Path(result["log_path"]).parent  # the spool is gone; its outputs are kept
+    assert result["spool_dir"] is None and records[1]["run_folder"] == shipped.name
+    _assert_artifacts_match_spool(client, lock_bucket, records[1], shipped)
 
 
 def test_record_write_lands_but_every_answer_is_lost_then_recover_does_not_duplicate(
@@ -269,7 +274,8 @@ def test_persistent_fault_fails_bounded_keeps_spool_and_recover_ships_it(
     assert recovered.returncode == 0, recovered.stderr.decode()
     records = _assert_chain_whole(client, lock_bucket, runs=1)
     assert records[0]["run_folder"] == spool.name and records[0]["status"] == "succeeded"
-    _assert_artifacts_match_spool(client, lock_bucket, records[0], spool)
+    assert not spool.exists()  # shipped: the spool is removed, its outputs kept apart
+    _assert_artifacts_match_spool(client, lock_bucket, records[0], _shipped(spool))
 
 
 def test_stall_mid_multipart_upload_is_retried(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,8 +39,9 @@ def _env(tf_env: dict[str, str], server: S3Server, tmp_path: Path) -> dict[str, 
     }
 
 
-def _run_args(bucket: str) -> list[str]:
-    return ["run", "--store", f"s3://{bucket}/{PREFIX}", "--stream", STREAM, "--json", "--"]
+def _run_args(bucket: str, *, json: bool = True) -> list[str]:
+    result = ["--json"] if json else []
+    return ["run", "--store", f"s3://{bucket}/{PREFIX}", "--stream", STREAM, *result, "--"]
 
 
 def _log_of(server: S3Server, bucket: str, record: dict[str, Any]) -> bytes:
@@ -67,7 +69,7 @@ def _killed_run(bucket: str, env: dict[str, str], cwd: Path) -> Path:
     """Start a run, SIGKILL tfaudit once its output is out, kill the orphaned command too."""
     command = [sys.executable, "-c", SLOW_COMMAND]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tfaudit_ci", *_run_args(bucket), *command],
+        [sys.executable, "-m", "tfaudit_ci", *_run_args(bucket, json=False), *command],
         env=env,
         cwd=cwd,
         stdin=subprocess.DEVNULL,
@@ -112,7 +114,10 @@ def test_sigkilled_run_is_recovered_once_as_interrupted(
 ) -> None:
     env = _env(tf_env, s3_server, tmp_path)
     spool = _killed_run(lock_bucket, env, tmp_path)
-    assert json.loads((spool / "state.json").read_bytes())["status"] == "running"
+    state = json.loads((spool / "spool.json").read_bytes())
+    assert state["phase"] == "running" and state["status"] == "running"
+    backup = tmp_path / "backup"
+    shutil.copytree(spool, backup)
     client = s3_server.client()
     assert chain_records(client, lock_bucket, STREAM, prefix=PREFIX) == []
 
@@ -126,7 +131,9 @@ def test_sigkilled_run_is_recovered_once_as_interrupted(
 
     second = tfaudit(["recover"], env=env, cwd=tmp_path)
     assert second.returncode == 0 and b"nothing to recover" in second.stderr
-    (spool / "receipt.json").unlink()  # killed again, between the record and its receipt
+    assert not spool.exists()
+    # A recover killed after its record landed, before the receipt: the spool is back.
+    shutil.copytree(backup, spool)
     third = tfaudit(["recover", "--json"], env=env, cwd=tmp_path)
     assert third.returncode == 0, third.stderr.decode()
     assert result_json(third)["recovered"][0]["seq"] == 0

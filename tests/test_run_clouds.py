@@ -222,3 +222,54 @@ def test_azure_chain_and_verify_with_a_persisted_policy(
         proxy.stop()
     assert verify.returncode == 0, verify.stdout.decode() + verify.stderr.decode()
     assert b"2/2 records valid" in verify.stdout
+
+
+def test_azure_container_policy_run_recover_and_verify_make_one_decision(
+    azurite: AzuriteEmulator, tmp_path: Path
+) -> None:
+    """A container-level policy cannot be seen per blob from the data plane. `run`, `recover`
+    and `verify` decide the same: the container's policy was checked in preflight, each blob's
+    lock is not read back, and the record says so. (The container's `has_immutability_policy`
+    header is added by the proxy from a recorded response, fixtures/azure; Azurite has none.)"""
+    container = _new_container(azurite)
+    recorded = json.loads(
+        (FIXTURES / "azure" / "container_with_container_policy.json").read_text()
+    )["headers"]
+    proxy = FaultProxy(azurite.url)
+    store = f"azblob://{AZURITE_ACCOUNT}/{container}/audit"
+    mode = ("--azure-mode", "container-policy")
+    try:
+        proxy.patch_headers(
+            lambda method, path: (
+                method == "GET" and f"/{container}?" in path and "restype=container" in path
+                and "comp=" not in path
+            ),
+            recorded,
+        )  # fmt: skip
+        conn = azurite.connection_string.replace(azurite.url, proxy.url)
+        env = {**_base_env(tmp_path), "AZURE_STORAGE_CONNECTION_STRING": conn}
+        ran = _run(store, env, tmp_path, *mode)
+        assert ran.returncode == 0, ran.stderr.decode()
+        # The next run's chain write fails: its spool is kept, and `recover` ships it.
+        proxy.fail(10, lambda method, path: method == "PUT" and "/chain/" in path)
+        kept = _run(store, env, tmp_path, *mode)
+        assert kept.returncode == 22, kept.stderr.decode()
+        proxy.clear_faults()
+        recovered = tfaudit(["recover"], env=env, cwd=tmp_path)
+        assert recovered.returncode == 0, recovered.stderr.decode()
+        verify = tfaudit(
+            ["verify", "--store", store, "--stream", STREAM, *mode], env=env, cwd=tmp_path
+        )
+    finally:
+        proxy.stop()
+    assert verify.returncode == 0, verify.stdout.decode() + verify.stderr.decode()
+    assert b"2/2 records valid" in verify.stdout
+    from azure.storage.blob import BlobServiceClient
+
+    chain = BlobServiceClient.from_connection_string(azurite.connection_string)
+    blob = chain.get_container_client(container).get_blob_client(
+        f"audit/{STREAM}/chain/000000000001.json"
+    )
+    retention = json.loads(blob.download_blob().readall())["retention"]
+    assert retention["store_worm"] is True and retention["lock_checked"] is False
+    assert "container" in retention["note"]

@@ -140,7 +140,7 @@ def test_upload_round_trip_and_the_lock_that_did_not_stick(
     # reports no lock at all, so the read-back cannot confirm retention.
     assert state.lock_mode is None and state.retain_until is None
     assert not POLICY.mode_ok(state.lock_mode)
-    assert store.lock_readback_supported
+    assert store.lock_readback
     streamed = hashlib.sha256()
     for chunk in store.iter_version("runs/r1/output.log", stored.version_id, chunk_size=65536):
         assert len(chunk) <= 65536
@@ -214,13 +214,13 @@ def test_preflight_fails_on_azurite(azurite: AzuriteEmulator, service: Any) -> N
     container = new_container(service)
     report = store_for(azurite.blob_endpoint, container).preflight(POLICY)
     assert not report.ok
-    assert [name for name, ok, _ in report.checks if not ok] == ["version-level-immutability"]
+    assert [c.name for c in report.checks if not c.ok] == ["version-level-immutability"]
 
     policy_mode = store_for(azurite.blob_endpoint, container, "container-policy")
     report = policy_mode.preflight(POLICY)
     assert not report.ok
     assert "management-plane read access" in report.problems()[0]
-    assert not policy_mode.lock_readback_supported
+    assert not policy_mode.lock_readback
 
 
 @pytest.fixture
@@ -253,7 +253,7 @@ def test_container_policy_mode_passes_with_recorded_policy_and_says_what_it_cann
         POLICY
     )
     assert report.ok
-    assert "management-plane read access" in report.checks[0][2]
+    assert "management-plane read access" in report.checks[0].detail
 
 
 def test_persisted_immutability_policy_reads_back_as_compliance(
@@ -424,3 +424,55 @@ def test_missing_extra_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_unknown_mode_is_a_config_error(service: Any) -> None:
     with pytest.raises(ConfigError, match="azure-mode"):
         AzureStore(service, "c", "", StoreOptions(azure_mode="legal-hold"))
+
+
+def _check_without_credentials(tmp_path: Path, max_attempts: int) -> tuple[int, str, int]:
+    """`tfaudit check` on Azure with no usable credential: (exit, stderr, token requests seen
+    by the managed-identity endpoint, a local socket that never answers)."""
+    import socket
+    import subprocess
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AZURE_TOKEN_CREDENTIALS": "prod",
+        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{listener.getsockname()[1]}/msi/token",
+        "IDENTITY_HEADER": "unused",
+        "TFAUDIT_MAX_ATTEMPTS": str(max_attempts),
+        "TFAUDIT_CONNECT_TIMEOUT": "1",
+        "TFAUDIT_READ_TIMEOUT": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfaudit_ci", "check", "--store", "azblob://someaccount/c/p",
+         "--endpoint-url", f"https://127.0.0.1:{free_port()}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    asked = 0
+    listener.settimeout(0.2)
+    while proc.poll() is None:
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        asked += 1
+        conn.close()  # no answer: the token request fails
+    _, stderr = proc.communicate()
+    listener.close()
+    return proc.returncode, stderr.decode(), asked
+
+
+def test_missing_credentials_cli_prints_one_line_and_asks_no_more_for_more_retries(
+    tmp_path: Path,
+) -> None:
+    """The SDK logged every credential source it tried, and its retry policy asked them all
+    again on every attempt: 66 lines over 37 s before tfaudit's own line. Now: one line, and
+    the credential sources are asked the same number of times whatever --max-attempts is."""
+    once = _check_without_credentials(tmp_path, max_attempts=1)
+    many = _check_without_credentials(tmp_path, max_attempts=4)
+    for code, stderr, _ in (once, many):
+        assert code == 21, stderr
+        assert stderr.count("\n") == 1 and "no usable Azure credentials" in stderr, stderr
+    assert once[2] >= 1 and many[2] == once[2], (once[2], many[2])

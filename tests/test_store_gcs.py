@@ -197,7 +197,7 @@ def test_bucket_policy_mode_fails_preflight_on_a_server_without_a_locked_policy(
     bucket = new_bucket(client)
     report = store_for(client, bucket, mode="bucket-policy").preflight(POLICY)
     assert not report.ok
-    failed = {name for name, ok, _ in report.checks if not ok}
+    failed = {c.name for c in report.checks if not c.ok}
     assert failed == {"retention-policy", "retention-locked", "retention-period"}
 
 
@@ -209,7 +209,7 @@ def test_object_retention_mode_fails_preflight_when_the_bucket_does_not_report_i
     bucket = new_bucket(client, object_retention=True)
     report = store_for(client, bucket).preflight(POLICY)
     assert not report.ok
-    assert [name for name, ok, _ in report.checks if not ok] == ["object-retention"]
+    assert [c.name for c in report.checks if not c.ok] == ["object-retention"]
 
 
 @pytest.fixture
@@ -282,7 +282,7 @@ def test_preflight_reports_a_longer_policy_than_the_bucket_keeps(
     store = store_for(make_client(proxy.url), bucket, mode="bucket-policy")
     report = store.preflight(Policy(retention_days=2555))
     assert not report.ok
-    assert [name for name, ok, _ in report.checks if not ok] == ["retention-period"]
+    assert [c.name for c in report.checks if not c.ok] == ["retention-period"]
     assert "400 days" in report.problems()[0]
 
 

@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+
+class Completed(subprocess.CompletedProcess[bytes]):
+    """A finished tfaudit process, with the ``--result`` document of a ``run``."""
+
+    result_document: dict[str, Any] | None = None
+
+
+def _result_file(args: list[str]) -> Path | None:
+    """``run ... --json ... -- CMD`` in a test stands for ``--result FILE`` (``run`` keeps
+    stdout for the command's own bytes): a temporary FILE, read back by ``result_json``."""
+    if not args or args[0] != "run":
+        return None
+    options = args[: args.index("--")] if "--" in args else args
+    if "--json" not in options:
+        return None
+    handle, name = tempfile.mkstemp(prefix="tfaudit-result-", suffix=".json")
+    os.close(handle)
+    args[options.index("--json") : options.index("--json") + 1] = ["--result", name]
+    return Path(name)
 
 
 def tfaudit(
@@ -16,19 +38,32 @@ def tfaudit(
     env: Mapping[str, str],
     cwd: Path,
     timeout: float = 300,
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "tfaudit_ci", *args],
+) -> Completed:
+    argv = list(args)
+    result_file = _result_file(argv)
+    done = subprocess.run(
+        [sys.executable, "-m", "tfaudit_ci", *argv],
         env=dict(env),
         cwd=cwd,
         capture_output=True,
         timeout=timeout,
         check=False,
     )
+    proc = Completed(done.args, done.returncode, done.stdout, done.stderr)
+    if result_file is not None:
+        try:
+            proc.result_document = json.loads(result_file.read_bytes())
+        except (OSError, ValueError):
+            proc.result_document = None
+        result_file.unlink(missing_ok=True)
+    return proc
 
 
 def result_json(proc: subprocess.CompletedProcess[bytes]) -> dict[str, Any]:
-    """The ``--json`` document: the last JSON object printed on stdout."""
+    """A run's ``--result`` document, or the ``--json`` document printed on stdout."""
+    document = getattr(proc, "result_document", None)
+    if document is not None:
+        return dict(document)
     text = proc.stdout.decode("utf-8", "replace")
     start = text.rfind("\n{\n")
     start = 0 if start < 0 and text.startswith("{") else start + 1

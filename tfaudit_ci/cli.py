@@ -85,28 +85,42 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
-        raise ConfigError(
-            f"{self.prog}: {message}{_suggestion(self, message)}", fix=f"see `{self.prog} --help`"
-        )
+        hint = ""
+        if match := re.search(r"invalid choice: '([^']+)'", message):
+            hint = _did_you_mean([match.group(1)], list(_subparsers(self)))
+        raise ConfigError(f"{message}{hint}", fix=f"see `{self.prog} --help`")
 
 
-def _suggestion(parser: argparse.ArgumentParser, message: str) -> str:
-    words: list[str] = []
-    known: list[str] = []
-    if match := re.search(r"unrecognized arguments: (.+)$", message):
-        words = [w.split("=", 1)[0] for w in match.group(1).split() if w.startswith("-")]
-        known = [s for action in parser._actions for s in action.option_strings]
-    elif match := re.search(r"invalid choice: '([^']+)'", message):
-        words = [match.group(1)]
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                known = list(action.choices)
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _did_you_mean(words: Sequence[str], known: Sequence[str]) -> str:
     hints = []
     for word in words:
         close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
         if close:
             hints.append(f"{word} -> {close[0]}")
     return f" (did you mean: {', '.join(hints)}?)" if hints else ""
+
+
+def parse(args: Sequence[str]) -> argparse.Namespace:
+    """Parse, refusing unknown options with a suggestion from the subcommand's own."""
+    parser = build_parser()
+    ns, extras = parser.parse_known_args(args)
+    if extras:
+        sub = _subparsers(parser).get(ns.cmd) if ns.cmd else None
+        target = sub or parser
+        options = [o for action in target._actions for o in action.option_strings]
+        unknown = [word.split("=", 1)[0] for word in extras if word.startswith("-")]
+        raise ConfigError(
+            f"unrecognized arguments: {' '.join(extras)}{_did_you_mean(unknown, options)}",
+            fix=f"see `{target.prog} --help`",
+        )
+    return ns
 
 
 def _add_store_flags(parser: argparse.ArgumentParser) -> None:
@@ -204,7 +218,7 @@ def _dispatch(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     command = _run_command(ns) if ns.cmd == "run" else []
     config = load_config(_config_flags(ns), env, cwd=cwd, config_path=ns.config)
     handlers: dict[str, Callable[[], int]] = {
-        "run": lambda: _main_run(command, config, env, cwd, ns.result),
+        "run": lambda: _main_run(command, config, env, cwd, ns),
         "check": lambda: _main_check(config, ns.json),
         "verify": lambda: _main_verify(ns, config, env),
         "recover": lambda: _main_recover(config, env, ns),
@@ -213,11 +227,11 @@ def _dispatch(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _main_run(
-    command: list[str], config: Any, env: Mapping[str, str], cwd: Path, result: Path | None
+    command: list[str], config: Any, env: Mapping[str, str], cwd: Path, ns: argparse.Namespace
 ) -> int:
     from tfaudit_ci.commands.run import main_run
 
-    return main_run(command, config, env, cwd, result_file=result)
+    return main_run(command, config, env, cwd, result_file=ns.result, verbose=ns.verbose)
 
 
 def _main_check(config: Any, as_json: bool) -> int:
@@ -264,7 +278,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environ: Mapping[str, str] = dict(os.environ) if env is None else env
     verbose = "-v" in args[:1] or "--verbose" in args[:1]
     try:
-        ns = build_parser().parse_args(args)
+        ns = parse(args)
         return _dispatch(ns, environ)
     except TfauditError as exc:
         if verbose:

@@ -197,7 +197,7 @@ def run_streaming(
     except FileNotFoundError:
         raise ConfigError(
             f"command not found: {argv[0]!r}",
-            fix="install it or put it on PATH (or set terraform-bin)",
+            fix="install it, put it on PATH, or give the full path as the command",
         ) from None
     except PermissionError:
         raise ConfigError(

@@ -99,7 +99,10 @@ class HashingWriter:
                 os.fsync(self._handle.fileno())
             except OSError as exc:
                 self.error = self.error or exc
-            self._handle.close()
+            try:
+                self._handle.close()  # flushes what is still buffered: may fail again
+            except OSError as exc:
+                self.error = self.error or exc
             self._md5 = _md5_of(self.path) if self.error is None else ""
         return Digests(self._sha.hexdigest(), self._md5, self._size)
 

@@ -260,10 +260,13 @@ def execute(
     cwd: Path,
     console: Console,
     pending_signals: Sequence[int] = (),
+    *,
+    verbose: bool = False,
 ) -> RunResult:
     try:
         run = prepare(command, config, env, cwd, console)
     except TfauditError as exc:
+        _traceback(verbose)
         return RunResult.not_run(exc.exit_code, exc.diagnostics(), store=config.store)
     result = run.result
     if env.get("GITHUB_ACTIONS") == "true":
@@ -283,14 +286,23 @@ def execute(
         run.ship(spool_dir, spool)
         return result
     except TfauditError as exc:
+        _traceback(verbose)
         return _audit_failure(result, exc)
     except Exception as exc:  # a bug or an unexpected SDK error must still fail the audit
+        _traceback(verbose)
         failure = errors.UploadError(
             f"unexpected error while auditing: {type(exc).__name__}: {exc}",
             fix="re-run with -v and report it; the spool is kept",
         )
         failure.__cause__ = exc
         return _audit_failure(result, failure)
+
+
+def _traceback(verbose: bool) -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exc()
 
 
 def _audit_failure(result: RunResult, exc: TfauditError) -> RunResult:
@@ -323,10 +335,13 @@ def main_run(
     cwd: Path,
     *,
     result_file: Path | None = None,
+    verbose: bool = False,
 ) -> int:
     console = Console.system()
     with deferred_signals() as received:
-        result = execute(command, config, env, cwd, console, pending_signals=received)
+        result = execute(
+            command, config, env, cwd, console, pending_signals=received, verbose=verbose
+        )
         if received and result.audit_ok and result.exit_code not in (130, 143):
             result.exit_code = 128 + received[0]
         return finish(result, env, console, result_file)

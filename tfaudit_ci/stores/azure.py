@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,8 +51,52 @@ _MGMT_PERMISSION = (
 )
 _ROLE_FIX = (
     "assign the writer identity 'Storage Blob Data Contributor' on the container, plus "
-    "blobs/immutableStorage/runAsSuperUser/action to set per-blob policies (README: cloud stores)"
+    "blobs/immutableStorage/runAsSuperUser/action to set per-blob policies (docs/stores.md)"
 )
+
+
+class CredentialFailed(Exception):
+    """No credential could be obtained. Not an ``AzureError``, so the SDK's retry policy
+    gives up at once instead of asking every credential source again, five times."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _OnceCredential:
+    """A token credential that, once it failed, fails again at once with the same error."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._failure: CredentialFailed | None = None
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return self._inner.get_token(*scopes, **kwargs)
+        except Exception as exc:
+            self._failure = CredentialFailed(exc)
+            raise self._failure from None
+
+    def get_token_info(self, *scopes: str, **kwargs: Any) -> Any:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            return self._inner.get_token_info(*scopes, **kwargs)
+        except Exception as exc:
+            self._failure = CredentialFailed(exc)
+            raise self._failure from None
+
+
+def _quiet_sdk_logging() -> None:
+    """The SDK logs every credential attempt (dozens of lines) through Python's last-resort
+    handler; tfaudit reports one line of its own instead (``-v`` shows tracebacks)."""
+    sdk = logging.getLogger("azure")
+    if not any(isinstance(h, logging.NullHandler) for h in sdk.handlers):
+        sdk.addHandler(logging.NullHandler())
+    sdk.propagate = False
 
 
 def _import_sdk() -> Any:
@@ -163,16 +208,18 @@ def translate(exc: BaseException, action: str, error: type[TfauditError]) -> Tfa
     code = str(getattr(exc, "error_code", "") or "")
     status = getattr(exc, "status_code", None)
     first = (str(getattr(exc, "message", "") or exc).strip().splitlines() or [""])[0][:300]
+    if isinstance(exc, CredentialFailed):
+        exc = exc.cause
     if isinstance(exc, az.ClientAuthenticationError) and status is None:
         return error(
             f"{action}: no usable Azure credentials ({type(exc).__name__})",
             fix="log in first (azure/login with a federated credential, or "
-            "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_FEDERATED_TOKEN_FILE); README: cloud stores",
+            "AZURE_CLIENT_ID/AZURE_TENANT_ID/AZURE_FEDERATED_TOKEN_FILE); docs/stores.md",
         )
     if code == "ContainerNotFound":
         return error(
             f"{action}: the container does not exist",
-            fix="create it with version-level immutability (README: cloud stores), or fix the "
+            fix="create it with version-level immutability (docs/stores.md), or fix the "
             "container name in the store URL",
         )
     if status == 403 or code.startswith("Authorization"):
@@ -226,6 +273,7 @@ class AzureStore(PrefixedStore):
         cls, account: str, container: str, prefix: str, options: StoreOptions
     ) -> AzureStore:
         blob_sdk = _import_sdk()
+        _quiet_sdk_logging()
         kwargs = client_kwargs(options)
         connection_string = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
         try:
@@ -244,9 +292,8 @@ class AzureStore(PrefixedStore):
                 from azure.identity import DefaultAzureCredential
 
                 url = options.endpoint_url or f"https://{account}.blob.core.windows.net"
-                service = blob_sdk.BlobServiceClient(
-                    url, credential=DefaultAzureCredential(), **kwargs
-                )
+                credential = _OnceCredential(DefaultAzureCredential())
+                service = blob_sdk.BlobServiceClient(url, credential=credential, **kwargs)
         except ImportError:
             raise ConfigError(
                 "azblob:// stores need azure-identity", fix="pip install 'tfaudit-ci[azure]'"

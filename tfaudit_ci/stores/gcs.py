@@ -50,7 +50,7 @@ GCS_MODES = values(GcsMode)
 _CHUNK_QUANTUM = 256 * 1024
 _PERMISSIONS_FIX = (
     "grant the writer service account roles/storage.objectCreator and "
-    "roles/storage.objectViewer on the bucket, plus storage.buckets.get (README: cloud stores)"
+    "roles/storage.objectViewer on the bucket, plus storage.buckets.get (docs/stores.md)"
 )
 
 
@@ -210,7 +210,7 @@ def translate(exc: BaseException, action: str, error: type[TfauditError]) -> Tfa
         return error(
             f"{action}: no usable Google credentials ({type(exc).__name__})",
             fix="authenticate first (google-github-actions/auth with workload identity "
-            "federation, or GOOGLE_APPLICATION_CREDENTIALS); README: cloud stores",
+            "federation, or GOOGLE_APPLICATION_CREDENTIALS); docs/stores.md",
         )
     if status == 401:
         return error(f"{action}: the credentials were rejected (401)", fix="refresh them")
@@ -331,7 +331,7 @@ class GcsStore(PrefixedStore):
                     raise error(
                         f"bucket {self.bucket_name!r} does not exist (or is not visible)",
                         fix="create it with a locked retention policy or object retention "
-                        "(see the README's cloud section)",
+                        "(see docs/stores.md)",
                     ) from None
                 raise translate(exc, f"reading bucket {self.bucket_name!r}", error) from None
             self._bucket_resource = dict(bucket._properties)

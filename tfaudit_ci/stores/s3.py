@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 import hashlib
 from collections.abc import Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from threading import Thread
 from typing import TYPE_CHECKING, Any
@@ -151,8 +151,7 @@ class S3Store(PrefixedStore):
         return error(summary, fix=fix)
 
     # -- preflight -------------------------------------------------------------------------
-    def preflight(self, policy: Policy) -> PreflightReport:
-        report = PreflightReport(store=self.uri)
+    def _head_bucket(self) -> None:
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except TfauditError:
@@ -168,26 +167,41 @@ class S3Store(PrefixedStore):
             if status == 403 and clock_skew(exc) is None:
                 fix = "grant s3:ListBucket on the bucket (and check the region)"
             raise PreflightError(summary, fix=fix) from None
+
+    def _versioning(self) -> str | None:
         with self._translating("reading bucket versioning", PreflightError):
-            versioning = self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+            return self.client.get_bucket_versioning(Bucket=self.bucket).get("Status")
+
+    def _lock_configuration(self) -> Any:
+        try:
+            lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            return lock.get("ObjectLockConfiguration", {})
+        except Exception as exc:
+            if error_code(exc) in {"ObjectLockConfigurationNotFoundError", "404"}:
+                return {}
+            error = self._translate(exc, "reading the Object Lock configuration", PreflightError)
+            if error_code(exc) == "AccessDenied":
+                error.fix = "grant s3:GetBucketObjectLockConfiguration to the writer role"
+            raise error from None
+
+    def preflight(self, policy: Policy) -> PreflightReport:
+        """Three reads, sent at once; errors are reported in order (a missing bucket first)."""
+        client = self.client  # built (or its failure raised) before the threads start
+        del client
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="tfaudit-preflight") as pool:
+            bucket = pool.submit(self._head_bucket)
+            versioning_call = pool.submit(self._versioning)
+            lock_call = pool.submit(self._lock_configuration)
+            bucket.result()
+            versioning = versioning_call.result()
+            lock_cfg = lock_call.result()
+        report = PreflightReport(store=self.uri)
         report.add(
             "versioning",
             versioning == "Enabled",
             "versioning is Enabled",
             f"versioning is {versioning or 'off'}; it must be Enabled",
         )
-        try:
-            lock = self.client.get_object_lock_configuration(Bucket=self.bucket)
-            lock_cfg: Any = lock.get("ObjectLockConfiguration", {})
-        except Exception as exc:
-            if error_code(exc) not in {"ObjectLockConfigurationNotFoundError", "404"}:
-                error = self._translate(
-                    exc, "reading the Object Lock configuration", PreflightError
-                )
-                if error_code(exc) == "AccessDenied":
-                    error.fix = "grant s3:GetBucketObjectLockConfiguration to the writer role"
-                raise error from None
-            lock_cfg = {}
         enabled = lock_cfg.get("ObjectLockEnabled") == "Enabled"
         report.lockable = enabled
         report.add("object-lock", enabled, "Object Lock is enabled", "Object Lock is not enabled")

@@ -11,8 +11,8 @@ CLOCK_SKEW_LIMIT = dt.timedelta(minutes=5)
 
 _FIXES: dict[str, str] = {
     "NoSuchBucket": "create the bucket with Object Lock enabled, or fix the bucket name",
-    "AccessDenied": "grant the writer role the permissions listed in the README (IAM section)",
-    "AllAccessDisabled": "grant the writer role the permissions listed in the README",
+    "AccessDenied": "grant the writer role the permissions listed in docs/stores.md (IAM)",
+    "AllAccessDisabled": "grant the writer role the permissions listed in docs/stores.md",
     "InvalidAccessKeyId": "the AWS access key is not known to this endpoint: check credentials",
     "SignatureDoesNotMatch": "the AWS secret key is wrong: check credentials",
     "AuthorizationHeaderMalformed": "the region is wrong: set --region or AWS_REGION to the "
@@ -29,7 +29,7 @@ _FIXES: dict[str, str] = {
     "ServiceUnavailable": "the store is unavailable: retry later",
     "InternalError": "the store failed: retry later",
     # HEAD answers carry no error document: only the status code is known.
-    "403": "grant the writer role the permissions listed in the README (IAM section)",
+    "403": "grant the writer role the permissions listed in docs/stores.md (IAM)",
     "500": "the store failed: retry later",
     "503": "the store is unavailable or throttling: retry later or raise --max-attempts",
 }

@@ -120,7 +120,12 @@ def _server_pool(
 @pytest.fixture(scope="session")
 def s3_server(request: pytest.FixtureRequest, _server_pool: _ServerPool) -> S3Server:
     """A running S3 server of the parametrized kind, shared by the whole session."""
-    kind = str(request.param)
+    return s3_server_of(_server_pool, str(request.param))
+
+
+def s3_server_of(pool: _ServerPool, kind: str) -> S3Server:
+    """The session's server of ``kind``: moto must start; Ceph may be skipped (loudly)."""
+    _server_pool = pool
     try:
         return _server_pool.get(kind)
     except ServerUnavailable as exc:

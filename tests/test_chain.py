@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tfaudit_ci.canonical import canonical_bytes
-from tfaudit_ci.chain import Chain
-from tfaudit_ci.record import chain_key
+from tfaudit_ci.chain import Appended, Chain, Link
+from tfaudit_ci.record import build_record, chain_key
+from tfaudit_ci.signing import NoSigner, sign_record
 from tfaudit_ci.stores.base import Policy
 from tfaudit_ci.stores.file import FileStore
 
@@ -42,22 +42,49 @@ def test_find_head_from_a_known_slot(tmp_path: Path) -> None:
     assert chain.find_head(known_taken=40) == 49
 
 
-def _builder(run_folder: str) -> Any:
-    def build(seq: int, prev: dict[str, Any] | None, prev_record: dict[str, Any] | None) -> bytes:
-        del prev_record
-        return canonical_bytes({"seq": seq, "prev": prev, "run_folder": run_folder})
+def _builder(run_folder: str, stream: str) -> Any:
+    def build(link: Link) -> dict[str, Any]:
+        started = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+        return build_record(
+            stream=stream,
+            seq=link.seq,
+            prev=link.prev,
+            burned=link.burned,
+            run_folder=run_folder,
+            command=["true"],
+            cwd="/",
+            tool={"name": None, "binary": None, "version": None},
+            workspace=None,
+            status="succeeded",
+            exit_code=0,
+            started_at=started,
+            finished_at=started,
+            ci={"provider": "generic"},
+            artifacts=[],
+            plan=None,
+            redactions={},
+            retention={"mode": None, "retain_until": None, "store_worm": False},
+        )
 
     return build
+
+
+def _append(chain: Chain, run_folder: str) -> Appended:
+    return chain.append(
+        _builder(run_folder, chain.stream),
+        NoSigner(),
+        run_folder=run_folder,
+        retain_until=UNTIL,
+        policy=POLICY,
+    )
 
 
 def test_append_links_each_record_to_the_previous_bytes(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     chain = Chain(store, "team/app")
     for n in range(3):
-        slot, stored = chain.append(
-            _builder(f"run-{n}"), run_folder=f"run-{n}", retain_until=UNTIL, policy=POLICY
-        )
-        assert slot.seq == n and stored.key == chain_key("team/app", n)
+        appended = _append(chain, f"run-{n}")
+        assert appended.slot.seq == n and appended.stored.key == chain_key("team/app", n)
     raw = [(tmp_path / chain_key("team/app", n)).read_bytes() for n in range(3)]
     assert json.loads(raw[0])["prev"] is None
     for n in (1, 2):
@@ -71,19 +98,23 @@ def test_append_links_each_record_to_the_previous_bytes(tmp_path: Path) -> None:
 def test_lost_slot_retries_at_next_seq(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     chain = Chain(store, "s")
-    chain.append(_builder("a"), run_folder="a", retain_until=UNTIL, policy=POLICY)
+    _append(chain, "a")
     calls: list[int] = []
-    inner = _builder("b")
+    inner, other = _builder("b", "s"), _builder("other", "s")
 
-    def racing_build(seq: int, prev: Any, prev_record: Any) -> bytes:
-        calls.append(seq)
+    def racing_build(link: Link) -> dict[str, Any]:
+        calls.append(link.seq)
         if len(calls) == 1:  # another writer takes the slot between our read and our write
-            store.put_create_only(chain.key(seq), b'{"run_folder":"other"}', UNTIL, POLICY)
-        data: bytes = inner(seq, prev, prev_record)
-        return data
+            data = sign_record(other(link), link.prev_record, NoSigner())
+            store.put_create_only(chain.key(link.seq), data, UNTIL, POLICY)
+        record: dict[str, Any] = inner(link)
+        return record
 
-    slot, _ = chain.append(racing_build, run_folder="b", retain_until=UNTIL, policy=POLICY)
-    assert calls == [1, 2] and slot.seq == 2
+    appended = chain.append(
+        racing_build, NoSigner(), run_folder="b", retain_until=UNTIL, policy=POLICY
+    )
+    assert calls == [1, 2] and appended.slot.seq == 2
+    assert appended.burned == []  # the other writer's record is valid: chained onto
 
 
 class _LostResponseStore(FileStore):
@@ -102,8 +133,6 @@ class _LostResponseStore(FileStore):
 def test_ambiguous_write_that_landed_is_not_appended_twice(tmp_path: Path) -> None:
     store = _LostResponseStore(tmp_path)
     chain = Chain(store, "s")
-    slot, _ = chain.append(
-        _builder("same-run"), run_folder="same-run", retain_until=UNTIL, policy=POLICY
-    )
-    assert slot.seq == 0 and store.lost
+    appended = _append(chain, "same-run")
+    assert appended.slot.seq == 0 and store.lost
     assert not store.slot_taken(chain.key(1))

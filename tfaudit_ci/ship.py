@@ -4,15 +4,16 @@ read the record back. Shared by ``run`` and ``recover``."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfaudit_ci.chain import Chain
+from tfaudit_ci.chain import Chain, Link, RecordBuilder
 from tfaudit_ci.errors import ReadbackError
 from tfaudit_ci.record import build_record, iso, run_key, utc_now
-from tfaudit_ci.signing import Signer, sign_record
+from tfaudit_ci.signing import Signer
 from tfaudit_ci.stores.base import Digests, ObjectState, Policy, Store, StoredObject
 
 # Clock differences between this machine and the store, and rounding to whole seconds.
@@ -34,6 +35,7 @@ class Shipment:
     record_sha256: str
     artifacts: list[dict[str, Any]]
     retain_until: dt.datetime
+    burned: list[dict[str, Any]] = field(default_factory=list)  # slots this append skipped
 
 
 def retain_until_for(policy: Policy, now: dt.datetime | None = None) -> dt.datetime:
@@ -144,27 +146,40 @@ def append_record(
     store: Store,
     stream: str,
     run_folder: str,
-    build: Callable[[int, dict[str, Any] | None, dict[str, Any] | None], bytes],
+    build: RecordBuilder,
     *,
+    signer: Signer,
     policy: Policy,
     retain_until: dt.datetime,
     check_lock: bool,
 ) -> Shipment:
     import hashlib
 
-    chain = Chain(store, stream)
-    slot, obj = chain.append(build, run_folder=run_folder, retain_until=retain_until, policy=policy)
+    chain = Chain(store, stream, signer.verifier())
+    appended = chain.append(
+        build, signer, run_folder=run_folder, retain_until=retain_until, policy=policy
+    )
+    slot, obj = appended.slot, appended.stored
+    for entry in appended.burned:
+        why = appended.reasons.get(entry["seq"], "no valid record")
+        sys.stderr.write(
+            f"tfaudit: warning: chain slot {entry['seq']} of {stream} holds no valid record "
+            f"({why}): burned, the record goes to seq {slot.seq}; run `tfaudit verify`\n"
+        )
+    data = slot.data or b""
     check_state(
         store.head(obj.key, obj.version_id),
         what=obj.key,
-        size=len(slot.data),
+        size=slot.size,
         sha256=slot.sha256,
-        md5_candidates=lambda: {hashlib.md5(slot.data, usedforsecurity=False).hexdigest()},
+        md5_candidates=lambda: {hashlib.md5(data, usedforsecurity=False).hexdigest()},
         policy=policy,
         minimum_retain=retain_until - RETAIN_SLACK,
         check_lock=check_lock,
     )
-    return Shipment(slot.seq, obj.key, obj.version_id, slot.sha256, [], retain_until)
+    return Shipment(
+        slot.seq, obj.key, obj.version_id, slot.sha256, [], retain_until, appended.burned
+    )
 
 
 def ship_record(
@@ -200,23 +215,24 @@ def ship_record(
         "store_worm": check_lock,
     }
 
-    def build(seq: int, prev: dict[str, Any] | None, prev_record: dict[str, Any] | None) -> bytes:
-        unsigned = build_record(
+    def build(link: Link) -> dict[str, Any]:
+        return build_record(
             stream=stream,
-            seq=seq,
-            prev=prev,
+            seq=link.seq,
+            prev=link.prev,
+            burned=link.burned,
             run_folder=run_folder,
             artifacts=entries,
             retention=retention,
             **fields,
         )
-        return sign_record(unsigned, prev_record, signer)
 
     shipment = append_record(
         store,
         stream,
         run_folder,
         build,
+        signer=signer,
         policy=policy,
         retain_until=retain_until,
         check_lock=check_lock,

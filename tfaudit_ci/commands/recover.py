@@ -21,7 +21,7 @@ from tfaudit_ci.errors import TfauditError
 from tfaudit_ci.identity import IDENTITY_ARTIFACT
 from tfaudit_ci.record import parse_iso, utc_now
 from tfaudit_ci.ship import Artifact, ship_record
-from tfaudit_ci.signing import make_signer
+from tfaudit_ci.signing import Verifier, make_signer
 from tfaudit_ci.spool import (
     LOG_FILE,
     PLAN_FILE,
@@ -51,19 +51,19 @@ def pending_spools(work_dir: Path) -> list[Path]:
     )
 
 
-def already_recorded(store: Store, stream: str, run_folder: str) -> dict[str, Any] | None:
-    chain = Chain(store, stream)
-    head = chain.find_head()
-    for seq in range(head, max(-1, head - DUPLICATE_LOOKBACK), -1):
-        slot = chain.read_slot(seq)
-        if slot is not None and slot.record().get("run_folder") == run_folder:
-            return {
-                "seq": seq,
-                "record_sha256": slot.sha256,
-                "version_id": slot.version_id,
-                "record_key": chain.key(seq),
-            }
-    return None
+def already_recorded(
+    store: Store, stream: str, run_folder: str, verifier: Verifier | None = None
+) -> dict[str, Any] | None:
+    chain = Chain(store, stream, verifier)
+    slot = chain.find_run(run_folder, DUPLICATE_LOOKBACK)  # only a valid record counts
+    if slot is None:
+        return None
+    return {
+        "seq": slot.seq,
+        "record_sha256": slot.sha256,
+        "version_id": slot.version_id,
+        "record_key": chain.key(slot.seq),
+    }
 
 
 def recover_one(spool: Path, config: Config, env: Mapping[str, str]) -> dict[str, Any]:
@@ -80,7 +80,8 @@ def recover_one(spool: Path, config: Config, env: Mapping[str, str]) -> dict[str
         )
     stream = str(state["stream"])
     run_folder = str(state["run_folder"])
-    existing = already_recorded(store, stream, run_folder)
+    signer = make_signer(config.signing_key, env)
+    existing = already_recorded(store, stream, run_folder, signer.verifier())
     if existing is None:
         merge_tails(spool / LOG_FILE)  # the output a killed run still held in memory
         artifacts = [
@@ -114,7 +115,7 @@ def recover_one(spool: Path, config: Config, env: Mapping[str, str]) -> dict[str
             fields,
             policy=config.policy,
             check_lock=check_lock,
-            signer=make_signer(config.signing_key, env),
+            signer=signer,
             part_size=options.multipart_chunksize,
             multipart_threshold=options.multipart_threshold,
         )

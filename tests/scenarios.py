@@ -311,3 +311,76 @@ def _chunks(body: Any) -> Iterator[bytes]:
         yield from body.iter_chunks(1 << 20)
     finally:
         body.close()
+
+
+# -- attacker helpers (tests/test_adversarial.py) -----------------------------------------------
+
+
+def slot_record(store: Store, stream: str, seq: int) -> dict[str, Any]:
+    """The record in a chain slot's winning version (which must parse)."""
+    from tfaudit_ci.chain import Chain
+
+    slot = Chain(store, stream).read_slot(seq)
+    assert slot is not None and slot.data is not None, f"no record at seq {seq}"
+    record: dict[str, Any] = json.loads(slot.data)
+    return record
+
+
+def slot_sha256(store: Store, stream: str, seq: int) -> str | None:
+    from tfaudit_ci.chain import Chain
+
+    slot = Chain(store, stream).read_slot(seq)
+    return slot.sha256 if slot is not None else None
+
+
+def forge(
+    store: Store,
+    stream: str,
+    seq: int,
+    *,
+    signer: Signer | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    record_stream: str | None = None,
+) -> bytes:
+    """A record for slot ``seq`` that links to slot ``seq - 1`` exactly as a writer would
+    (so only what ``signer`` and ``edit`` change is wrong with it): what a CI job that holds
+    create-only write access, but not the signing key, can put in the next slot."""
+    from tfaudit_ci.chain import Chain
+
+    previous = Chain(store, stream).read_slot(seq - 1) if seq > 0 else None
+    try:
+        prev_record = json.loads(previous.data) if previous is not None and previous.data else None
+    except (ValueError, RecursionError):
+        prev_record = None  # junk before it: sign over nothing
+    if not isinstance(prev_record, dict):
+        prev_record = None
+    started = utc_now() - dt.timedelta(minutes=1)
+    unsigned = build_record(
+        stream=record_stream or stream,
+        seq=seq,
+        prev={"seq": seq - 1, "sha256": previous.sha256} if previous is not None else None,
+        run_folder=f"{started.strftime('%Y%m%dT%H%M%SZ')}-666-1-{uuid.uuid4().hex[:8]}",
+        command=["terraform", "apply", "-auto-approve"],
+        cwd="/work",
+        tool={"name": "terraform", "binary": "terraform", "version": "1.0.3"},
+        workspace="default",
+        status="succeeded",
+        exit_code=0,
+        started_at=started,
+        finished_at=started + dt.timedelta(seconds=30),
+        ci={"provider": "github", "repository": "acme/infra", "actor": "mallory"},
+        artifacts=[],
+        plan=None,
+        redactions={},
+        retention={"mode": "COMPLIANCE", "retain_until": None, "store_worm": True},
+    )
+    if edit is not None:
+        edit(unsigned)
+    return sign_record(unsigned, prev_record, signer or NoSigner())
+
+
+def write_raw(store: Store, key: str, data: bytes, policy: Policy | None = None) -> None:
+    """A create-only write of any bytes at any key (no delete, no overwrite)."""
+    until = (utc_now() + dt.timedelta(days=400)).replace(microsecond=0)
+    stored = store.put_create_only(key, data, until, policy or Policy())
+    assert stored is not None, f"{key} was already taken"

@@ -145,8 +145,12 @@ class Chain:
                 )
         else:
             verdict.record, verdict.problems = checks.decode(seq, slot.data, slot.size)
-            if verdict.record is not None:
-                verdict.problems += self._content_problems(seq, slot, verdict.record)
+            if verdict.record is not None and not verdict.problems:
+                try:
+                    verdict.problems = self._content_problems(seq, slot, verdict.record)
+                except Exception as exc:  # hostile content: junk, whatever the check tripped on
+                    message = f"{type(exc).__name__} while checking it: {str(exc)[:200]}"
+                    verdict.problems = [error(Code.INTERNAL, message, seq=seq)]
         self._verdicts[seq] = verdict
         return verdict
 

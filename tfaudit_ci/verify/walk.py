@@ -291,13 +291,10 @@ class _Walk:
 
             def well_before(seq: int) -> bool:
                 started = self._time(seq)
-                return started is not None and started < since - overlap
+                return started is not None and started < since - overlap and self._plausible(seq)
 
             stop = self._scan(range(first - 1, -1, -1), well_before)
-            low = present[stop] + 1 if stop is not None else 0
-            low = self._include_burned(low)
-            if low > 0 and low - 1 in self.listing.slots:
-                self._boundary(low - 1)
+            low = self._include_burned(present[stop] + 1 if stop is not None else 0)
         if options.until is not None:
             until = options.until
 
@@ -309,37 +306,38 @@ class _Walk:
 
             def well_after(seq: int) -> bool:
                 started = self._time(seq)
-                return started is not None and started >= until + overlap
+                return started is not None and started >= until + overlap and self._plausible(seq)
 
             stop = self._scan(range(first_after, len(present)), well_after)
             if stop is not None:
                 high = present[stop] - 1
-                self._boundary(present[stop])
         return low, high
+
+    def _plausible(self, seq: int) -> bool:
+        """Whether a slot's claimed start can bound the window: a record whose time is
+        inconsistent (before its predecessor's by more than the overlap, or after the store
+        wrote it) is a liar, and the window grows past it so that it gets checked."""
+        info = self.infos.get(seq)
+        if info is None or info.record is None or info.target is None or info.target >= seq:
+            return False
+        pred = None
+        if info.target >= 0:
+            self._load([info.target])
+            pred = self._neighbour(info.target)
+        problems = _guard(seq, "time", lambda: self._time_check(seq, info, pred))
+        return not problems
 
     def _include_burned(self, low: int) -> int:
         """Lower ``low`` to the predecessor of the first record in the window, so that the
         slots it burned (skipped) are checked with it."""
-        first = next((s for s in self.listing.between(low, self.listing.present[-1])), None)
+        first = next(iter(self.listing.between(low, self.listing.present[-1])), None)
         if first is None:
             return low
         self._load([first])
         info = self.infos.get(first)
         if info is not None and info.target is not None and info.target + 1 < low:
-            return info.target + 1
+            return max(0, info.target + 1)
         return low
-
-    def _boundary(self, seq: int) -> None:
-        """Time checks of a slot just outside the window: a record that lied its way out."""
-        self._load([seq], records=True)
-        info = self.infos.get(seq)
-        if info is None or info.record is None:
-            return
-        target = info.target if info.target is not None and 0 <= info.target < seq else None
-        if target is not None:
-            self._load([target])
-        pred = self._neighbour(target) if target is not None else None
-        self.result.problems.extend(_guard(seq, "time", lambda: self._time_check(seq, info, pred)))
 
     # -- one batch of records ------------------------------------------------------------------
     def _batch(self, seqs: list[int]) -> None:

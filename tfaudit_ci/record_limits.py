@@ -5,10 +5,10 @@ as ``too-large`` without parsing it, and the writer treats such a slot as burned
 itself never writes more than ``WRITE_LIMIT`` (256 KiB): before signing, ``fit_record``
 
 1. makes every value representable in RFC 8785 (``canonical.jcs_safe``);
-2. keeps only as many entries of ``plan.resources`` as fit and records how many it left
-   out in ``plan.resources_omitted`` (the full list is in the ``plan.json`` artifact);
-3. shortens strings longer than ``STRING_LIMIT`` characters, saying so inside the string;
-4. shortens ``command`` to its first ``ARGV_LIMIT`` arguments plus a note.
+2. if still too large, shortens strings longer than ``STRING_LIMIT`` characters, saying so
+   inside the string, and ``command`` to its first ``ARGV_LIMIT`` arguments plus a note;
+3. if still too large, keeps only as many entries of ``plan.resources`` as fit and records
+   how many it left out in ``plan.resources_omitted`` (the full list is in ``plan.json``).
 
 A record that is still too large after that is refused with an error, never written.
 """
@@ -44,15 +44,15 @@ def fit_record(
     }
     if record_size(record) <= limit:
         return record
-    _trim_resources(record, limit)
-    if record_size(record) > limit:
-        for key, value in record.items():
-            if key not in _EXACT:
-                record[key] = _short_strings(value)
+    for key, value in record.items():
+        if key not in _EXACT:
+            record[key] = _short_strings(value)
     command = record.get("command")
     if record_size(record) > limit and isinstance(command, list) and len(command) > ARGV_LIMIT:
         omitted = len(command) - ARGV_LIMIT
         record["command"] = [*command[:ARGV_LIMIT], f"(... {omitted} more arguments omitted)"]
+    if record_size(record) > limit:
+        _trim_resources(record, limit)
     return record
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,6 @@ def _codes(result: VerifyResult, severity: str = "error") -> list[tuple[int | No
 
 
 def _cli_env(store: Store, server: S3Server, tmp_path: Path) -> dict[str, str]:
-    import os
-
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "K": KEY.decode()}
     if not isinstance(store, FileStore):
         env.update(server.env())
@@ -410,3 +409,19 @@ def test_record_chain_key_layout_is_what_verify_reads(tmp_path: Path) -> None:
     scenario = _scenario(store, tmp_path)
     built = scenario.append()
     assert (tmp_path / "store" / chain_key(STREAM, 0)).read_bytes() == built.data
+
+
+def test_a_listing_failure_is_still_a_complete_report(tmp_path: Path, server: S3Server) -> None:
+    """Nothing could be listed: still exit 24 and one JSON document, never a bare error."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **server.env()}
+    args = ["--store", "s3://no-such-bucket-tfaudit/x", "--endpoint-url", server.endpoint]
+    proc = tfaudit(["-v", "verify", *args, "--stream", STREAM, "--json"], env=env, cwd=tmp_path)
+    assert proc.returncode == 24, proc.stderr.decode()
+    report = json.loads(proc.stdout)
+    assert [p["code"] for p in report["problems"]] == ["list-failed"]
+    assert "NoSuchBucket" in report["problems"][0]["message"]
+    assert "Traceback" in report["problems"][0]["traceback"]  # -v
+    assert report["summary"].startswith("tfaudit verify FAILED: 0/0 records valid")
+    proc = tfaudit(["verify", *args, "--stream", STREAM], env=env, cwd=tmp_path)
+    assert proc.returncode == 24 and "[list-failed]" in proc.stdout.decode()
+    assert "Traceback" not in proc.stdout.decode()

@@ -50,6 +50,36 @@ class Built:
         return sha256_hex(self.data)
 
 
+def plain_record(
+    *,
+    stream: str,
+    seq: int,
+    prev: dict[str, Any] | None,
+    run_folder: str,
+    started: dt.datetime,
+    **fields: Any,
+) -> dict[str, Any]:
+    """An unsigned record of a plain ``terraform plan`` run; ``fields`` override the rest."""
+    values: dict[str, Any] = {
+        "command": ["terraform", "plan", "-out=tfplan"],
+        "cwd": "/work",
+        "tool": {"name": "terraform", "binary": "terraform", "version": "1.0.3"},
+        "workspace": "default",
+        "status": "succeeded",
+        "exit_code": 0,
+        "finished_at": started + dt.timedelta(minutes=1),
+        "ci": {"provider": "generic"},
+        "artifacts": [],
+        "plan": None,
+        "redactions": {},
+        "retention": {"mode": None, "retain_until": None, "store_worm": False},
+        **fields,
+    }
+    return build_record(
+        stream=stream, seq=seq, prev=prev, run_folder=run_folder, started_at=started, **values
+    )
+
+
 def _digests(data: bytes) -> Digests:
     return Digests(
         hashlib.sha256(data).hexdigest(),
@@ -155,18 +185,12 @@ class Scenario:
                 "sha256": sha256_hex(data),
                 "size": len(data),
             }
-        unsigned = build_record(
+        unsigned = plain_record(
             stream=self.stream,
             seq=seq,
             prev={"seq": previous.seq, "sha256": previous.sha256} if previous else None,
             run_folder=folder,
-            command=["terraform", "plan", "-out=tfplan"],
-            cwd="/work",
-            tool={"name": "terraform", "binary": "terraform", "version": "1.0.3"},
-            workspace="default",
-            status="succeeded",
-            exit_code=0,
-            started_at=started,
+            started=started,
             finished_at=finished,
             ci=ci,
             artifacts=list(entries.values()),
@@ -355,23 +379,14 @@ def forge(
     if not isinstance(prev_record, dict):
         prev_record = None
     started = utc_now() - dt.timedelta(minutes=1)
-    unsigned = build_record(
+    unsigned = plain_record(
         stream=record_stream or stream,
         seq=seq,
         prev={"seq": seq - 1, "sha256": previous.sha256} if previous is not None else None,
         run_folder=f"{started.strftime('%Y%m%dT%H%M%SZ')}-666-1-{uuid.uuid4().hex[:8]}",
+        started=started,
         command=["terraform", "apply", "-auto-approve"],
-        cwd="/work",
-        tool={"name": "terraform", "binary": "terraform", "version": "1.0.3"},
-        workspace="default",
-        status="succeeded",
-        exit_code=0,
-        started_at=started,
-        finished_at=started + dt.timedelta(seconds=30),
         ci={"provider": "github", "repository": "acme/infra", "actor": "mallory"},
-        artifacts=[],
-        plan=None,
-        redactions={},
         retention={"mode": "COMPLIANCE", "retain_until": None, "store_worm": True},
     )
     if edit is not None:

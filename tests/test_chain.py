@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from tests.scenarios import plain_record
 from tfaudit_ci.chain import Appended, Chain, Link
-from tfaudit_ci.record import build_record, chain_key
+from tfaudit_ci.record import chain_key
 from tfaudit_ci.signing import NoSigner, sign_record
 from tfaudit_ci.stores.base import Policy
 from tfaudit_ci.stores.file import FileStore
@@ -44,26 +45,13 @@ def test_find_head_from_a_known_slot(tmp_path: Path) -> None:
 
 def _builder(run_folder: str, stream: str) -> Any:
     def build(link: Link) -> dict[str, Any]:
-        started = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
-        return build_record(
+        return plain_record(
             stream=stream,
             seq=link.seq,
             prev=link.prev,
             burned=link.burned,
             run_folder=run_folder,
-            command=["true"],
-            cwd="/",
-            tool={"name": None, "binary": None, "version": None},
-            workspace=None,
-            status="succeeded",
-            exit_code=0,
-            started_at=started,
-            finished_at=started,
-            ci={"provider": "generic"},
-            artifacts=[],
-            plan=None,
-            redactions={},
-            retention={"mode": None, "retain_until": None, "store_worm": False},
+            started=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc),
         )
 
     return build

@@ -520,3 +520,53 @@ def test_unsigned_stream_without_a_key_still_reports_junk(target: Target) -> Non
     ]
     result = target.verify(verifier=None)
     assert _codes(result) == [(2, "burned")]
+
+
+def test_a_walk_that_stops_early_counts_no_record_as_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure outside any record (here in the orphan pass) is still a complete report,
+    but nothing counts as valid: not every check ran."""
+    from tfaudit_ci.verify import layout
+
+    store = FileStore(tmp_path / "store")
+    Scenario(store, tmp_path / "spool", stream=STREAM, signer=SIGNER).create(3)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(layout, "orphan_problems", broken)
+    result = verify_stream(store, VerifyOptions(stream=STREAM, verifier=HmacVerifier(KEY)))
+    assert [(p.seq, p.code.value) for p in result.errors] == [(None, "internal")]
+    assert "MemoryError" in result.errors[0].message
+    assert (result.records_valid, result.records_total) == (0, 3)
+
+
+def test_a_forged_record_cannot_pin_what_was_dropped_into_a_run_folder(
+    tmp_path: Path,
+) -> None:
+    """Junk dropped into a real run folder, and a forged record naming that folder and
+    pinning the junk: the junk is still unpinned (only records that hold up may pin)."""
+    store = FileStore(tmp_path / "store")
+    scenario = Scenario(store, tmp_path / "spool", stream=STREAM, signer=SIGNER)
+    scenario.create(2)
+    folder = scenario.built[1].run_folder
+    dropped = run_key(STREAM, folder, "evil.log")
+    version = scenario.upload(dropped, b"evil\n")
+
+    def claim(record: dict[str, Any]) -> None:
+        record["run_folder"] = folder
+        record["artifacts"] = [
+            {
+                "name": "evil.log",
+                "key": dropped,
+                "version_id": version,
+                "sha256": "0" * 64,
+                "size": 5,
+            }
+        ]
+
+    write_raw(store, chain_key(STREAM, 2), forge(store, STREAM, 2, edit=claim))
+    result = verify_stream(store, VerifyOptions(stream=STREAM, verifier=HmacVerifier(KEY)))
+    assert (1, "unpinned") in _codes(result) and (2, "signature") in _codes(result)
+    assert [p.key for p in result.errors if p.code.value == "unpinned"] == [dropped]

@@ -53,6 +53,7 @@ class _Info:
     target: int | None = None  # the seq its prev names (-1: null; None: malformed/unparsed)
     burned: dict[int, str | None] = field(default_factory=dict)
     run_folder: str | None = None
+    trusted: bool = False  # holds up as a link of the chain: may pin objects, burn slots
     record: dict[str, Any] | None = None  # held only while its batch is checked
 
 
@@ -101,13 +102,15 @@ class _Walk:
         self.copies: dict[str, int] = {}  # record sha256 -> lowest slot holding those bytes
         self.record_problems: dict[int, list[Problem]] = {}
         self.burned_by: dict[int, tuple[int, str | None, bool]] = {}  # slot -> (by, sha, listed)
-        self.folders: dict[str, int] = {}  # run folder -> the last window record naming it
+        self.folders: dict[str, int] = {}  # run folder -> the last trusted record naming it
+        self.referenced: set[str] = set()  # run folders any record in the window names
         self.pins: dict[str, set[tuple[str, str]]] = {}  # run folder -> pinned (key, version)
         self.window: list[int] = []
         self.checked: set[int] = set()  # window seqs every check ran on
         self.low = 0
         self.high = -1
         self.listed = False
+        self.completed = False  # every check of the walk ran (else no record counts as valid)
 
     # -- the walk ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -141,7 +144,7 @@ class _Walk:
             self._batch(with_record[start : start + size])
         self._burned()
         self._extra_versions()
-        referenced = set(self.folders) | {e.run_folder for e in self.extras if e.run_folder}
+        referenced = self.referenced | {e.run_folder for e in self.extras if e.run_folder}
         for folder, pins in sorted(self.pins.items()):
             self.result.problems.extend(
                 layout.unpinned_problems(listing, folder, pins, self.folders.get(folder))
@@ -150,6 +153,7 @@ class _Walk:
             layout.orphan_problems(listing, referenced, self.options.since, self.options.until)
         )
         self.result.problems.extend(self._max_age())
+        self.completed = True
 
     def finish(self) -> None:
         """Counts and notes, from whatever the walk got through."""
@@ -166,7 +170,7 @@ class _Walk:
             result.records_valid = sum(
                 1
                 for seq in self.window
-                if seq not in invalid and seq <= head and seq in self.checked
+                if self.completed and seq not in invalid and seq <= head and seq in self.checked
             )
         verifier = self.options.verifier
         if verifier is None:
@@ -417,12 +421,15 @@ class _Walk:
                     "signature",
                     lambda: checks.signature_problems(seq, record, pred, verifier),
                 )
-            # Only a record that holds up may vouch that the slots it skipped were junk.
-            trusted = not any(p.severity is ERROR for p in problems)
-            if trusted and target is not None and target < seq:
+            # Only a record that holds up as a link may vouch for what it skipped and pin
+            # what its run folder holds (a forged record must not make junk look pinned).
+            info.trusted = not any(p.severity is ERROR for p in problems)
+            if info.trusted and target is not None and target < seq:
                 self._note_burned(seq, target, info.burned)
             if info.run_folder is not None:
-                self.folders[info.run_folder] = seq
+                self.referenced.add(info.run_folder)
+                if info.trusted:
+                    self.folders[info.run_folder] = seq
         if info.fetched.state is not None and self.check_locks:
             problems += [
                 error(Code.RETENTION, f"record: {text}", seq=seq)
@@ -492,11 +499,11 @@ class _Walk:
             )
             key = str(entry.get("key")) if isinstance(entry, Mapping) else None
             name = str(entry.get("name")) if isinstance(entry, Mapping) else "?"
-            if isinstance(entry, Mapping) and info.run_folder is not None and key is not None:
-                version = str(entry.get("version_id"))
-                self.pins.setdefault(info.run_folder, set()).add((key, version))
-                if name == IDENTITY_ARTIFACT and item is not None and not found:
-                    evidence[seq] = item.data
+            folder = info.run_folder if info.trusted else None
+            if isinstance(entry, Mapping) and folder is not None and key is not None:
+                self.pins.setdefault(folder, set()).add((key, str(entry.get("version_id"))))
+            if name == IDENTITY_ARTIFACT and item is not None and not found:
+                evidence[seq] = item.data
             problems = self.record_problems.setdefault(seq, [])
             problems.extend(
                 error(Code.ARTIFACT, f"{name[:80]}: {text}", seq=seq, key=key) for text in found
@@ -507,7 +514,7 @@ class _Walk:
             info = self.infos.get(seq)
             if info is None or info.record is None:
                 continue
-            if info.run_folder is not None:
+            if info.run_folder is not None and info.trusted:
                 self.pins.setdefault(info.run_folder, set())
             self.record_problems.setdefault(seq, []).extend(
                 self._identity(seq, info.record, evidence.get(seq))

@@ -23,7 +23,9 @@ from tfaudit_ci.verify.model import Code, Fetched, Problem, error, warning
 # Clock differences between the runner and the store, and rounding to whole seconds
 # (the same slack ``tfaudit run`` allows when it reads its own uploads back).
 RETAIN_SLACK = dt.timedelta(minutes=5)
-CLOCK_SKEW = dt.timedelta(minutes=5)
+# How far a runner's clock may run ahead of the store's: S3 itself refuses requests signed
+# more than 15 minutes off, so a record can never honestly start later than that.
+CLOCK_SKEW = dt.timedelta(minutes=15)
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 
 

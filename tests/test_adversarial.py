@@ -486,20 +486,29 @@ def test_symlinks_are_findings_never_followed(tmp_path: Path, s3_server: S3Serve
     assert _error_codes(report) - {(None, "symlink")} == {(3, "gap"), (4, "after-head")}
 
 
+def _verify_with_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: Any, name: str, exc: Exception
+) -> VerifyResult:
+    """Verify a clean three-record stream while ``module.name`` raises ``exc``."""
+    store = FileStore(tmp_path / "store")
+    Scenario(store, tmp_path / "spool", stream=STREAM, signer=SIGNER).create(3)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise exc
+
+    monkeypatch.setattr(module, name, broken)
+    return verify_stream(store, VerifyOptions(stream=STREAM, verifier=HmacVerifier(KEY)))
+
+
 def test_unexpected_failures_in_a_check_are_errors_with_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever raises inside a check is an error on that seq, never a crash or a pass."""
     from tfaudit_ci.verify import checks
 
-    store = FileStore(tmp_path / "store")
-    Scenario(store, tmp_path / "spool", stream=STREAM, signer=SIGNER).create(3)
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise OverflowError("a bug")
-
-    monkeypatch.setattr(checks, "time_problems", broken)
-    result = verify_stream(store, VerifyOptions(stream=STREAM, verifier=HmacVerifier(KEY)))
+    result = _verify_with_a_bug(
+        tmp_path, monkeypatch, checks, "time_problems", OverflowError("a bug")
+    )
     assert [(p.seq, p.code.value) for p in result.errors] == [
         (0, "internal"),
         (1, "internal"),
@@ -529,14 +538,9 @@ def test_a_walk_that_stops_early_counts_no_record_as_valid(
     but nothing counts as valid: not every check ran."""
     from tfaudit_ci.verify import layout
 
-    store = FileStore(tmp_path / "store")
-    Scenario(store, tmp_path / "spool", stream=STREAM, signer=SIGNER).create(3)
-
-    def broken(*args: Any, **kwargs: Any) -> Any:
-        raise MemoryError("out of memory")
-
-    monkeypatch.setattr(layout, "orphan_problems", broken)
-    result = verify_stream(store, VerifyOptions(stream=STREAM, verifier=HmacVerifier(KEY)))
+    result = _verify_with_a_bug(
+        tmp_path, monkeypatch, layout, "orphan_problems", MemoryError("out of memory")
+    )
     assert [(p.seq, p.code.value) for p in result.errors] == [(None, "internal")]
     assert "MemoryError" in result.errors[0].message
     assert (result.records_valid, result.records_total) == (0, 3)

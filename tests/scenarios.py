@@ -50,6 +50,36 @@ class Built:
         return sha256_hex(self.data)
 
 
+def plain_record(
+    *,
+    stream: str,
+    seq: int,
+    prev: dict[str, Any] | None,
+    run_folder: str,
+    started: dt.datetime,
+    **fields: Any,
+) -> dict[str, Any]:
+    """An unsigned record of a plain ``terraform plan`` run; ``fields`` override the rest."""
+    values: dict[str, Any] = {
+        "command": ["terraform", "plan", "-out=tfplan"],
+        "cwd": "/work",
+        "tool": {"name": "terraform", "binary": "terraform", "version": "1.0.3"},
+        "workspace": "default",
+        "status": "succeeded",
+        "exit_code": 0,
+        "finished_at": started + dt.timedelta(minutes=1),
+        "ci": {"provider": "generic"},
+        "artifacts": [],
+        "plan": None,
+        "redactions": {},
+        "retention": {"mode": None, "retain_until": None, "store_worm": False},
+        **fields,
+    }
+    return build_record(
+        stream=stream, seq=seq, prev=prev, run_folder=run_folder, started_at=started, **values
+    )
+
+
 def _digests(data: bytes) -> Digests:
     return Digests(
         hashlib.sha256(data).hexdigest(),
@@ -156,18 +186,12 @@ class Scenario:
                 "sha256": sha256_hex(data),
                 "size": len(data),
             }
-        unsigned = build_record(
+        unsigned = plain_record(
             stream=self.stream,
             seq=seq,
             prev={"seq": previous.seq, "sha256": previous.sha256} if previous else None,
             run_folder=folder,
-            command=["terraform", "plan", "-out=tfplan"],
-            cwd="/work",
-            tool={"name": "terraform", "binary": "terraform", "version": "1.0.3"},
-            workspace="default",
-            status="succeeded",
-            exit_code=0,
-            started_at=started,
+            started=started,
             finished_at=finished,
             ci=ci,
             artifacts=list(entries.values()),
@@ -312,3 +336,68 @@ def _chunks(body: Any) -> Iterator[bytes]:
         yield from body.iter_chunks(1 << 20)
     finally:
         body.close()
+
+
+# -- attacker helpers (tests/test_adversarial.py) -----------------------------------------------
+
+
+def slot_record(store: Store, stream: str, seq: int) -> dict[str, Any]:
+    """The record in a chain slot's winning version (which must parse)."""
+    from tfaudit_ci.chain import Chain
+
+    slot = Chain(store, stream).read_slot(seq)
+    assert slot is not None and slot.data is not None, f"no record at seq {seq}"
+    record: dict[str, Any] = json.loads(slot.data)
+    return record
+
+
+def slot_sha256(store: Store, stream: str, seq: int) -> str | None:
+    from tfaudit_ci.chain import Chain
+
+    slot = Chain(store, stream).read_slot(seq)
+    return slot.sha256 if slot is not None else None
+
+
+def forge(
+    store: Store,
+    stream: str,
+    seq: int,
+    *,
+    signer: Signer | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+    record_stream: str | None = None,
+) -> bytes:
+    """A record for slot ``seq`` that links to slot ``seq - 1`` exactly as a writer would
+    (so only what ``signer`` and ``edit`` change is wrong with it): what a CI job that holds
+    create-only write access, but not the signing key, can put in the next slot."""
+    from tfaudit_ci.chain import Chain
+
+    previous = Chain(store, stream).read_slot(seq - 1) if seq > 0 else None
+    try:
+        prev_record = json.loads(previous.data) if previous is not None and previous.data else None
+    except (ValueError, RecursionError):
+        prev_record = None  # junk before it: sign over nothing
+    if not isinstance(prev_record, dict):
+        prev_record = None
+    started = utc_now() - dt.timedelta(minutes=1)
+    unsigned = plain_record(
+        stream=record_stream or stream,
+        seq=seq,
+        prev={"seq": seq - 1, "sha256": previous.sha256} if previous is not None else None,
+        run_folder=f"{started.strftime('%Y%m%dT%H%M%SZ')}-666-1-{uuid.uuid4().hex[:8]}",
+        started=started,
+        command=["terraform", "apply", "-auto-approve"],
+        ci={"provider": "github", "repository": "acme/infra", "actor": "mallory"},
+        retention={"mode": "COMPLIANCE", "retain_until": None, "store_worm": True},
+    )
+    if edit is not None:
+        edit(unsigned)
+    return sign_record(unsigned, prev_record, signer or NoSigner())
+
+
+def write_raw(store: Store, key: str, data: bytes, policy: Policy | None = None) -> None:
+    """A create-only write of any bytes at any key (no delete, no overwrite)."""
+    until = (utc_now() + dt.timedelta(days=400)).replace(microsecond=0)
+    lock = Lock((policy or Policy()).lock_mode, until)
+    stored = store.put_create_only(key, data, lock)
+    assert stored is not None, f"{key} was already taken"

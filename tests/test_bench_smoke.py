@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_chain, bench_overhead, bench_pipeline, bench_stream, bench_verify
+from bench import (
+    bench_chain,
+    bench_far_slot,
+    bench_overhead,
+    bench_pipeline,
+    bench_stream,
+    bench_verify,
+)
 from bench.common import BenchError, Figure, markdown_table
 from tests.servers import S3Server, start_moto
 
@@ -70,3 +77,9 @@ def test_verify_smoke(tmp_path: Path) -> None:
             pytest.skip("tfaudit verify is not in this build yet (issue 3)")
         raise
     _check(figures, bench_verify.BENCH)
+
+
+def test_far_slot_smoke(tmp_path: Path) -> None:
+    figures = _check(bench_far_slot.run(bench_far_slot.SMOKE, tmp_path), bench_far_slot.BENCH)
+    growth = figures["peak RSS growth from the far slot"]
+    assert abs(growth.value) < 200  # MiB: a plausible difference, not a unit mix-up

@@ -319,3 +319,65 @@ def test_run_signed_with_kms_verifies_with_kms_key(kms_server: S3Server, tmp_pat
     code, out = _run_and_verify(tmp_path, kms_server.env(), f"kms:{arn}", "--kms-key", arn)
     assert code == 0, out
     assert "2/2 records valid" in out and "kms-ecdsa-p256-sha256" in out
+
+
+# -- the writer's own verifier: what it checks the predecessor with -------------------------
+
+
+def _own_verifier_holds(signer_spec: str, env: dict[str, str], other_spec: str) -> None:
+    records = _chain(signer_spec, env)
+    verifier = make_signer(signer_spec, env).verifier()
+    assert verifier is not None
+    assert _problems(records, verifier) == [None, None, None]
+    foreign = _chain(other_spec, env)
+    assert all(problem is not None for problem in _problems(foreign, verifier))
+
+
+def test_each_signer_derives_the_verifier_for_its_own_key(
+    tmp_path: Path, kms_server: S3Server
+) -> None:
+    env = {"K": "secret", "OTHER": "another", **kms_server.env()}
+    _own_verifier_holds("hmac:env:K", env, "hmac:env:OTHER")
+    _write_ed25519(tmp_path / "a.pem")
+    _write_ed25519(tmp_path / "b.pem")
+    _own_verifier_holds(f"ed25519:{tmp_path / 'a.pem'}", env, f"ed25519:{tmp_path / 'b.pem'}")
+    client = _kms(kms_server)
+    mine, theirs = (
+        client.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+        for _ in range(2)
+    )
+    # KMS: the public key from kms:GetPublicKey, fetched once when the signer is made.
+    _own_verifier_holds(f"kms:{mine}", env, f"kms:{theirs}")
+    assert NoSigner().verifier() is None
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "kms"])
+def test_a_forged_head_is_burned_not_blessed(
+    kind: str, tmp_path: Path, kms_server: S3Server
+) -> None:
+    """With a key configured, the writer checks the head's signature before chaining on."""
+    from tests.scenarios import Scenario, forge, slot_record, write_raw
+    from tfaudit_ci.chain import Chain
+    from tfaudit_ci.record import chain_key
+    from tfaudit_ci.stores.file import FileStore
+
+    env = kms_server.env()
+    if kind == "ed25519":
+        _write_ed25519(tmp_path / "key.pem")
+        spec = f"ed25519:{tmp_path / 'key.pem'}"
+    else:
+        client = _kms(kms_server)
+        spec = (
+            "kms:"
+            + client.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"][
+                "Arn"
+            ]
+        )
+    signer = make_signer(spec, env)
+    store = FileStore(tmp_path / "store")
+    Scenario(store, tmp_path / "spool", stream="s", signer=signer).create(2)
+    write_raw(store, chain_key("s", 2), forge(store, "s", 2))  # unsigned, otherwise perfect
+    pred, burned = Chain(store, "s", signer.verifier()).predecessor(2)
+    assert pred is not None and pred.seq == 1 and [v.seq for v in burned] == [2]
+    assert "not signed" in burned[0].problems[0].message
+    assert slot_record(store, "s", 1)["signature"]["alg"] == signer.algorithm

@@ -171,6 +171,14 @@ def test_recovered_record_equals_what_run_would_have_shipped(
     }
     assert [x["name"] for x in first["artifacts"]] == [x["name"] for x in second["artifacts"]]
     assert [x["sha256"] for x in first["artifacts"]] == [x["sha256"] for x in second["artifacts"]]
+    # The recovered run's artifacts were uploaded before the kill: recover pins those
+    # versions instead of uploading a second, unpinned one.
+    verify = tfaudit(
+        ["verify", "--store", f"s3://{lock_bucket}/{PREFIX}", "--stream", STREAM],
+        env={**env, "AWS_ENDPOINT_URL": s3_server.endpoint},
+        cwd=tmp_path,
+    )
+    assert verify.returncode == 0, verify.stdout.decode()
 
 
 def test_retention_is_the_longer_of_policy_and_bucket_default(

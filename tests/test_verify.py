@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,6 @@ def _codes(result: VerifyResult, severity: str = "error") -> list[tuple[int | No
 
 
 def _cli_env(store: Store, server: S3Server, tmp_path: Path) -> dict[str, str]:
-    import os
-
     env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "K": KEY.decode()}
     if not isinstance(store, FileStore):
         env.update(server.env())
@@ -127,25 +126,30 @@ def test_gap(store: Store, tmp_path: Path, server: S3Server) -> None:
     scenario.append()
     scenario.append()
     result = _verify(store)
-    assert _codes(result) == [(2, "gap")]
-    assert (3, "prev-unchecked") in _codes(result, "warning")
-    assert (result.records_valid, result.records_total) == (4, 5)
+    # Seq 3 links to the missing seq 2: neither its link nor its signature can be checked,
+    # so it does not count as valid either (issue 12: valid only after every check ran).
+    assert _codes(result) == [(2, "gap"), (3, "prev-unchecked"), (3, "signature-unchecked")]
+    assert (result.records_valid, result.records_total) == (3, 5)
 
     proc = _cli(store, server, tmp_path, "--key", "hmac:env:K")
     lines = proc.stdout.decode().splitlines()
     assert proc.returncode == 24
     assert any(line.startswith("ERROR") and "seq 2" in line and "[gap]" in line for line in lines)
-    assert "4/5 records valid" in lines[-1]
+    assert "3/5 records valid" in lines[-1]
 
 
-def test_tampered_artifact_pinned_version_still_verifies(store: Store, tmp_path: Path) -> None:
+def test_overwritten_artifact_is_an_unpinned_error(store: Store, tmp_path: Path) -> None:
     scenario = _scenario(store, tmp_path)
     scenario.create(3)
     log = scenario.built[1].artifacts["output.log"]
     scenario.new_version(log["key"], b"rewritten history\n")
     result = _verify(store)
-    assert result.ok, result.problems  # the record pins the original version
-    assert [(p.code, p.key) for p in result.warnings] == [("extra-version", log["key"])]
+    # The pinned version still verifies (artifacts are all valid), but a version the record
+    # does not pin is evidence of an overwrite attempt: an error (issue 12), not a warning.
+    assert _codes(result) == [(1, "unpinned")]
+    assert [p.key for p in result.errors] == [log["key"]]
+    assert result.artifacts_valid == result.artifacts_total
+    assert result.records_valid == 2
 
 
 def test_record_pointing_at_a_tampered_version_fails(store: Store, tmp_path: Path) -> None:
@@ -158,7 +162,8 @@ def test_record_pointing_at_a_tampered_version_fails(store: Store, tmp_path: Pat
 
     scenario.append(edit=point_at_new_version)
     result = _verify(store)
-    assert _codes(result) == [(2, "artifact"), (2, "artifact")]  # size and sha256
+    # size and sha256; and the version the run uploaded is now one the record does not pin
+    assert _codes(result) == [(2, "artifact"), (2, "artifact"), (2, "unpinned")]
     messages = " ".join(p.message for p in result.errors)
     assert "sha256" in messages and "size" in messages
     assert result.artifacts_valid == result.artifacts_total - 1
@@ -216,8 +221,9 @@ def test_record_copied_to_another_seq(store: Store, tmp_path: Path) -> None:
     scenario.create(3)
     scenario.write(scenario.built[1], at=3)  # a copy of seq 1 appended as seq 3
     result = _verify(store)
-    # Its signature covered seq 0's signature, not seq 2's: that fails too.
-    assert _codes(result) == [(3, "location"), (3, "prev-link"), (3, "signature")]
+    # Its signature is over seq 0's signature, the record its prev names, so it holds; but
+    # the copy sits in the wrong slot and skips seqs 1 and 2 without burning them.
+    assert _codes(result) == [(3, "location"), (3, "prev-link")]
     assert any("a copy of slot 1" in p.message for p in result.errors)
 
 
@@ -359,13 +365,14 @@ def test_empty_stream_is_a_problem(store: Store, tmp_path: Path, server: S3Serve
 def test_since_and_until_limit_the_walk(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "store")
     start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
-    scenario = _scenario(store, tmp_path, start=start, step=dt.timedelta(hours=1))
+    # A day apart: the window widens by --max-overlap (6h) around --since/--until.
+    scenario = _scenario(store, tmp_path, start=start, step=dt.timedelta(days=1))
     scenario.create(6)
     victim = scenario.built[1]
     scenario.rewrite_in_place(victim.key, victim.data.replace(b'"exit_code":0', b'"exit_code":3'))
-    late = _verify(store, since=start + dt.timedelta(hours=3))
+    late = _verify(store, since=start + dt.timedelta(days=3))
     assert late.ok and (late.first_seq, late.last_seq, late.records_total) == (3, 5, 3)
-    early = _verify(store, until=start + dt.timedelta(hours=2))
+    early = _verify(store, until=start + dt.timedelta(days=1, hours=12))
     assert (early.first_seq, early.last_seq) == (0, 1)
     assert _codes(early) == [(1, "signature")]
     whole = _verify(store)
@@ -380,7 +387,7 @@ def test_unreadable_record_and_non_canonical_bytes(tmp_path: Path) -> None:
     pretty = json.dumps(scenario.built[2].record, indent=1).encode()
     scenario.rewrite_in_place(scenario.built[2].key, pretty)
     codes = _codes(_verify(store))
-    assert (0, "unreadable") in codes and (1, "prev-mismatch") in codes
+    assert (0, "unparseable") in codes and (1, "prev-mismatch") in codes
     assert (2, "not-canonical") in codes
 
 
@@ -402,3 +409,19 @@ def test_record_chain_key_layout_is_what_verify_reads(tmp_path: Path) -> None:
     scenario = _scenario(store, tmp_path)
     built = scenario.append()
     assert (tmp_path / "store" / chain_key(STREAM, 0)).read_bytes() == built.data
+
+
+def test_a_listing_failure_is_still_a_complete_report(tmp_path: Path, server: S3Server) -> None:
+    """Nothing could be listed: still exit 24 and one JSON document, never a bare error."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **server.env()}
+    args = ["--store", "s3://no-such-bucket-tfaudit/x", "--endpoint-url", server.endpoint]
+    proc = tfaudit(["-v", "verify", *args, "--stream", STREAM, "--json"], env=env, cwd=tmp_path)
+    assert proc.returncode == 24, proc.stderr.decode()
+    report = json.loads(proc.stdout)
+    assert [p["code"] for p in report["problems"]] == ["list-failed"]
+    assert "NoSuchBucket" in report["problems"][0]["message"]
+    assert "Traceback" in report["problems"][0]["traceback"]  # -v
+    assert report["summary"].startswith("tfaudit verify FAILED: 0/0 records valid")
+    proc = tfaudit(["verify", *args, "--stream", STREAM], env=env, cwd=tmp_path)
+    assert proc.returncode == 24 and "[list-failed]" in proc.stdout.decode()
+    assert "Traceback" not in proc.stdout.decode()

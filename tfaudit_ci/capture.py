@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfaudit_ci.canonical import canonical_bytes
+from tfaudit_ci.canonical import compact_bytes
 from tfaudit_ci.plan import PlanSummary, redact_plan, summarize_plan
 from tfaudit_ci.redact import RuleSet, redact_bytes
 from tfaudit_ci.tfargs import TfInvocation
@@ -120,5 +120,5 @@ def capture_plan(
     redacted, count = redact_plan(plan)
     capture.summary = summarize_plan(plan)
     capture.sensitive_values = count
-    capture.json_bytes, _ = redact_bytes(canonical_bytes(redacted), ruleset)
+    capture.json_bytes, _ = redact_bytes(compact_bytes(redacted), ruleset)
     return capture

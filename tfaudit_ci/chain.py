@@ -1,143 +1,288 @@
-"""Appending to the hash chain with create-only writes (docs/record-format.md, "Chain protocol").
+"""Appending to the hash chain with create-only writes (docs/record-format.md, "Chain
+protocol" and "Burned slots").
 
-The head is found by probing (exponential, then binary search) so that appending to a stream
-of 100,000 records costs a few dozen requests. Readers always read a slot's *oldest*
-version: on stores that ignore ``If-None-Match`` a losing writer's version stays behind it.
+The head is found by probing (``slots.probe_head``), so appending to a stream of 100,000
+records costs a few dozen requests; a slot's record is its oldest version (``slots.winner``).
+
+The writer never chains onto something that is not a valid record of its stream. Walking
+back from the head, it judges each slot with verify's own checks (size cap, strict and
+canonical JSON, its stream and seq, its ``prev`` against the slot it names and, with a
+signing key, its signature); the first slot that holds up is the predecessor. Every taken
+slot above it is *burned*: the new record goes to the next free slot after the head, links
+``prev`` to the predecessor and lists the burned slots (``burned: [{seq, sha256}]``), so one
+junk object can never block a stream, and verify reports each burned slot as tampering.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+from tfaudit_ci import slots
 from tfaudit_ci.canonical import sha256_hex
 from tfaudit_ci.errors import UploadError
-from tfaudit_ci.record import chain_key
+from tfaudit_ci.record import chain_key, chain_prefix, seq_from_chain_key
+from tfaudit_ci.record_limits import MAX_BURNED, MAX_RECORD_BYTES, WRITE_LIMIT, fit_record
+from tfaudit_ci.signing import Signer, Verifier, sign_record
 from tfaudit_ci.stores.base import Lock, Store, StoredObject
+from tfaudit_ci.verify import checks
+from tfaudit_ci.verify.model import Code, Problem, error
 
 MAX_APPEND_TRIES = 64
 # How far back from the head to look for a record a run already appended (a killed run's
 # `recover`, or a retry after a lost answer).
 DUPLICATE_LOOKBACK = 32
+MAX_SEQ = 999_999_999_999  # the key holds 12 digits
+# After this many free slots in a row while walking back, list the chain instead of probing.
+FREE_RUN_BEFORE_LISTING = 64
+# Records that fail only their signature (a key newly configured, or rotated) are chained
+# onto when no record this many slots further down verifies with the key either.
+KEY_CHANGE_SCAN = 32
+_SIGNATURE_CODES = {Code.SIGNATURE, Code.SIGNATURE_UNCHECKED}
 
 
 @dataclass(frozen=True)
 class Slot:
+    """A slot's winning version; ``data`` is None when it is over the record size cap."""
+
     seq: int
     version_id: str
-    data: bytes
+    data: bytes | None
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Link:
+    """Where a new record goes and what it chains onto."""
+
+    seq: int
+    prev: dict[str, Any] | None  # {"seq", "sha256"} of the predecessor, None when there is none
+    prev_record: dict[str, Any] | None
+    burned: list[dict[str, Any]] = field(default_factory=list)  # [{"seq", "sha256"}]
+
+
+# Link -> the unsigned record (the chain fits it to the size limit and signs it)
+RecordBuilder = Callable[[Link], dict[str, Any]]
+
+
+@dataclass
+class _Verdict:
+    seq: int
+    taken: bool
+    slot: Slot | None
+    record: dict[str, Any] | None = None
+    problems: list[Problem] = field(default_factory=list)
 
     @property
-    def sha256(self) -> str:
-        return sha256_hex(self.data)
-
-    def record(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.data)
-        return parsed
+    def valid(self) -> bool:
+        return self.slot is not None and self.record is not None and not self.problems
 
     @property
-    def run_folder(self) -> str | None:
-        return _run_folder(self.data)
+    def signature_only(self) -> bool:
+        """Valid but for its signature (unsigned, or signed by another key)."""
+        codes = {p.code for p in self.problems}
+        return self.record is not None and bool(codes) and codes <= _SIGNATURE_CODES
 
 
-# (seq, prev reference, previous record or None) -> the canonical, signed record bytes
-RecordBuilder = Callable[[int, dict[str, Any] | None, dict[str, Any] | None], bytes]
+@dataclass(frozen=True)
+class Appended:
+    slot: Slot
+    stored: StoredObject
+    burned: list[dict[str, Any]]  # what this append skipped
+    reasons: dict[int, str]  # burned seq -> why the slot was not a valid record
 
 
 class Chain:
-    def __init__(self, store: Store, stream: str) -> None:
+    def __init__(self, store: Store, stream: str, verifier: Verifier | None = None) -> None:
         self.store = store
         self.stream = stream
+        self.verifier = verifier
         self.probes = 0  # slot probes made, for benchmarks and tests
+        self._verdicts: dict[int, _Verdict] = {}  # a slot's winner never changes
+        self._slots: dict[int, Slot | None] = {}
 
     def key(self, seq: int) -> str:
         return chain_key(self.stream, seq)
 
     def _taken(self, seq: int) -> bool:
+        if seq > MAX_SEQ:
+            return False  # not a key of the chain, whatever an attacker stored there
         self.probes += 1
         return self.store.slot_taken(self.key(seq))
 
     def find_head(self, known_taken: int = -1) -> int:
         """Highest seq whose slot was ever written, or -1 for an empty stream."""
-        low = known_taken  # invariant: low is taken (or -1), high is free
-        if low < 0:
-            if not self._taken(0):
-                return -1
-            low = 0
-        step = 1
-        high = low + step
-        while self._taken(high):
-            low = high
-            step *= 2
-            high = low + step
-        while high - low > 1:
-            mid = (low + high) // 2
-            if self._taken(mid):
-                low = mid
-            else:
-                high = mid
-        return low
+        return slots.probe_head(self._taken, known_taken)
 
     def read_slot(self, seq: int) -> Slot | None:
-        """The oldest real version of a slot (the winner), ignoring delete markers."""
-        versions = [v for v in self.store.versions(self.key(seq)) if not v.is_delete_marker]
-        if not versions:
-            return None
-        winner = versions[0]
-        return Slot(
-            seq, winner.version_id, self.store.read_version(self.key(seq), winner.version_id)
-        )
+        """The winner of a slot (None when it has no real version), read with bounded memory."""
+        if seq not in self._slots:
+            self._slots[seq] = self._read(seq)
+        return self._slots[seq]
 
+    def _read(self, seq: int) -> Slot | None:
+        from tfaudit_ci.verify.reader import CHUNK, digest_chunks
+
+        key = self.key(seq)
+        winner = slots.winner(self.store.versions(key))
+        if winner is None:
+            return None
+        chunks = self.store.iter_version(key, winner.version_id, CHUNK)
+        sha, size, data = digest_chunks(chunks, MAX_RECORD_BYTES)
+        return Slot(seq, winner.version_id, data, sha, size)
+
+    # -- judging slots -------------------------------------------------------------------------
+    def judge(self, seq: int) -> _Verdict:
+        """Whether slot ``seq`` holds a valid record of this stream (cached)."""
+        if seq in self._verdicts:
+            return self._verdicts[seq]
+        slot = self.read_slot(seq)
+        verdict = _Verdict(seq, slot is not None or self.store.slot_taken(self.key(seq)), slot)
+        if slot is None:
+            if verdict.taken:
+                verdict.problems.append(
+                    error(Code.UNREADABLE, "the slot holds no readable version", seq=seq)
+                )
+        else:
+            verdict.record, verdict.problems = checks.decode(seq, slot.data, slot.size)
+            if verdict.record is not None and not verdict.problems:
+                try:
+                    verdict.problems = self._content_problems(seq, slot, verdict.record)
+                except Exception as exc:  # hostile content: junk, whatever the check tripped on
+                    message = f"{type(exc).__name__} while checking it: {str(exc)[:200]}"
+                    verdict.problems = [error(Code.INTERNAL, message, seq=seq)]
+        self._verdicts[seq] = verdict
+        return verdict
+
+    def _content_problems(self, seq: int, slot: Slot, record: dict[str, Any]) -> list[Problem]:
+        found = checks.location_problems(seq, slot.sha256, record, self.stream, {})
+        target = checks.link_target(record)
+        pred: checks.Neighbour | None = None
+        if target is not None and 0 <= target < seq:
+            pred = self._neighbour(target)
+        found += checks.link_problems(seq, record, pred)
+        if self.verifier is not None and not found:
+            found += checks.signature_problems(seq, record, pred, self.verifier)
+        return found
+
+    def _neighbour(self, seq: int) -> checks.Neighbour:
+        """Slot ``seq`` as its successor's checks need it (its bytes only, not its own link)."""
+        slot = self.read_slot(seq)
+        record = checks.decode(seq, slot.data, slot.size)[0] if slot is not None else None
+        sha = slot.sha256 if slot is not None else None
+        return checks.neighbour(seq, sha, record, exists=slot is not None)
+
+    def predecessor(self, head: int) -> tuple[_Verdict | None, list[_Verdict]]:
+        """(the last valid record at or below ``head`` or None, the taken slots above it
+        that are burned, lowest first)."""
+        burned: list[_Verdict] = []
+        fallback: tuple[_Verdict, list[_Verdict]] | None = None
+        for seq in self._downwards(head):
+            verdict = self.judge(seq)
+            if verdict.valid:
+                return verdict, burned[::-1]
+            if verdict.signature_only and fallback is None:
+                fallback = verdict, list(burned)
+            if fallback is not None and fallback[0].seq - seq >= KEY_CHANGE_SCAN:
+                break  # nothing below verifies with this key either: a new or rotated key
+            if verdict.taken:
+                burned.append(verdict)
+                if len(burned) > MAX_BURNED:
+                    raise UploadError(
+                        f"stream {self.stream!r}: more than {MAX_BURNED} slots below seq "
+                        f"{head} hold no valid record (from seq {seq} up)",
+                        fix="run `tfaudit verify` on the stream: it was flooded with junk; "
+                        "investigate the writers, then write to a new stream name",
+                    )
+        if fallback is not None:
+            return fallback[0], fallback[1][::-1]
+        return None, burned[::-1]
+
+    def _downwards(self, head: int) -> Iterator[int]:
+        """Slots from ``head`` down to 0; past a long run of free slots (junk written far
+        above the chain), only the slots a listing of the chain shows."""
+        seq, free = head, 0
+        while seq >= 0:
+            yield seq
+            free = 0 if self.judge(seq).taken else free + 1
+            seq -= 1
+            if free >= FREE_RUN_BEFORE_LISTING:
+                break
+        else:
+            return
+        prefix = chain_prefix(self.stream)
+        listed = (seq_from_chain_key(self.stream, key) for key in self.store.list_keys(prefix))
+        yield from sorted((s for s in listed if s is not None and s <= seq), reverse=True)
+
+    # -- appending -----------------------------------------------------------------------------
     def append(
         self,
         build: RecordBuilder,
+        signer: Signer,
         *,
         run_folder: str,
         lock: Lock | None,
-    ) -> tuple[Slot, StoredObject]:
+    ) -> Appended:
         head = self.find_head()
         for _ in range(MAX_APPEND_TRIES):
+            pred, burned = self.predecessor(head)
+            if pred is not None and pred.valid and pred.slot and _folder(pred) == run_folder:
+                # Our record is already in the chain (a second `recover` raced the first,
+                # or a retry after a lost answer): never append it twice.
+                return self._appended(pred.slot, [])
             seq = head + 1
-            prev_ref: dict[str, Any] | None = None
-            prev_record: dict[str, Any] | None = None
-            if seq > 0:
-                prev = self.read_slot(head)
-                if prev is None:
-                    raise UploadError(
-                        f"chain slot {self.key(head)} holds no readable record",
-                        fix="run `tfaudit verify` and restore the chain before appending",
-                    )
-                if _run_folder(prev.data) == run_folder:
-                    # Our record already heads the chain (a second `recover` raced the first,
-                    # or a retry after a lost answer): never append it twice.
-                    return prev, StoredObject(
-                        self.key(head), prev.version_id, prev.sha256, len(prev.data)
-                    )
-                prev_ref = {"seq": head, "sha256": prev.sha256}
-                prev_record = prev.record()
-            data = build(seq, prev_ref, prev_record)
+            if seq > MAX_SEQ:
+                raise UploadError(
+                    f"stream {self.stream!r} is full: its head is the last seq ({MAX_SEQ})",
+                    fix="run `tfaudit verify`: junk was written at the top of the chain; "
+                    "write to a new stream name",
+                )
+            link = Link(
+                seq,
+                {"seq": pred.seq, "sha256": pred.slot.sha256} if pred and pred.slot else None,
+                pred.record if pred is not None else None,
+                [{"seq": v.seq, "sha256": v.slot.sha256 if v.slot else None} for v in burned],
+            )
+            data = sign_record(fit_record(build(link)), link.prev_record, signer)
+            if len(data) > WRITE_LIMIT:
+                raise UploadError(
+                    f"the record for seq {seq} has {len(data):,} bytes after trimming, over "
+                    f"the writer's {WRITE_LIMIT:,}-byte limit",
+                    fix="report this: the record's fields should have been trimmed",
+                )
             stored = self.store.put_create_only(self.key(seq), data, lock)
             if stored is not None:
-                return Slot(seq, stored.version_id, data), stored
-            # Lost the slot, or our own earlier attempt landed before its response was lost:
-            # recognise our record by its unique run folder, never append it twice.
+                slot = Slot(seq, stored.version_id, data, sha256_hex(data), len(data))
+                reasons = {v.seq: v.problems[0].message for v in burned if v.problems}
+                return Appended(slot, stored, link.burned, reasons)
+            # Lost the slot, or our own attempt landed and its response was lost: then the
+            # slot holds exactly our bytes (a look-alike with our run folder is not ours).
             winner = self.read_slot(seq)
-            if winner is not None and _run_folder(winner.data) == run_folder:
-                return winner, StoredObject(
-                    self.key(seq), winner.version_id, winner.sha256, len(winner.data)
-                )
+            if winner is not None and winner.data == data:
+                return self._appended(winner, link.burned)
             head = self.find_head(seq)
         raise UploadError(
             f"could not append to stream {self.stream!r} after {MAX_APPEND_TRIES} tries",
             fix="too many concurrent writers; retry the job",
         )
 
+    def _appended(self, slot: Slot, burned: list[dict[str, Any]]) -> Appended:
+        stored = StoredObject(self.key(slot.seq), slot.version_id, slot.sha256, slot.size)
+        return Appended(slot, stored, burned, {})
 
-def _run_folder(data: bytes) -> str | None:
-    try:
-        value = json.loads(data).get("run_folder")
-    except (ValueError, AttributeError):
+    def find_run(self, run_folder: str, lookback: int) -> Slot | None:
+        """The record of ``run_folder`` among the ``lookback`` slots below the head, if any:
+        what ``recover`` asks before shipping a spool again."""
+        head = self.find_head()
+        for seq in range(head, max(-1, head - lookback), -1):
+            verdict = self.judge(seq)
+            if verdict.valid and verdict.slot is not None and _folder(verdict) == run_folder:
+                return verdict.slot
         return None
-    return value if isinstance(value, str) else None
+
+
+def _folder(verdict: _Verdict) -> str | None:
+    folder = verdict.record.get("run_folder") if verdict.record is not None else None
+    return folder if isinstance(folder, str) else None

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from tfaudit_ci import jwt
+from tfaudit_ci.canonical import JsonRejected, parse_strict
 from tfaudit_ci.identity import IDENTITY_SCHEMA, audiences, is_sts_audience
 from tfaudit_ci.record import iso, parse_iso
 
@@ -39,9 +39,13 @@ CLAIMS_BY_PROVIDER: dict[str, dict[str, str]] = {
 
 
 def _moment(value: Any) -> dt.datetime | None:
+    """A NumericDate as a time; None when it is not a number or no date (e.g. ``1e300``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    try:
+        return dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _record_time(record: Mapping[str, Any], field: str) -> dt.datetime | None:
@@ -80,7 +84,7 @@ def time_problems(claims: Mapping[str, Any], record: Mapping[str, Any], provider
     if started is None or finished is None:
         return ["the record's started_at/finished_at are unreadable: the window cannot be checked"]
     if issued is None or expires is None:
-        return ["the token has no numeric iat/exp"]
+        return ["the token has no iat/exp that is a date (missing, not a number, or out of range)"]
     problems = []
     if expires <= issued:
         problems.append(f"the token expired at issue (exp {iso(expires)} <= iat {iso(issued)})")
@@ -114,9 +118,9 @@ def identity_problems(
     if evidence_bytes is None:
         return ["the identity evidence artifact could not be read"]
     try:
-        document = json.loads(evidence_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return ["identity.json is not JSON"]
+        document = parse_strict(evidence_bytes)
+    except JsonRejected as exc:
+        return [f"identity.json is not JSON: {exc}"]
     if not isinstance(document, dict) or document.get("schema") != IDENTITY_SCHEMA:
         return [f"identity.json is not a {IDENTITY_SCHEMA} document"]
     token = document.get("jwt")

@@ -109,3 +109,41 @@ def preflight(store: Store, policy: Policy, on_unlocked: OnUnlocked) -> Checked:
     report = store.preflight(policy)
     decision = lock_decision(store, report, policy)
     return Checked(store, report, decision, enforce(decision, report, on_unlocked))
+
+
+@dataclass(frozen=True)
+class VerifyLocks:
+    """What verify does about locks: whether each object's lock is checked, why not, and
+    whether the store itself is (still) set up as the policy requires."""
+
+    check: bool
+    note: str | None = None
+    unlocked: str | None = None  # a warning: new objects would not be locked as required
+
+
+def verify_locks(store: Store, policy: Policy, on_unlocked: OnUnlocked) -> VerifyLocks:
+    """The same decision as ``run``'s, for verify. Every object's own lock is checked
+    wherever the store shows it (an unlocked object is an error whatever the bucket says);
+    ``--on-unlocked warn`` accepts an unlocked store as ``run`` did; a store that cannot
+    show per-object locks (a copy on local disk, an Azure container policy) gets a note."""
+    from tfaudit_ci.errors import TfauditError
+
+    try:
+        report = store.preflight(policy)
+    except TfauditError as exc:
+        # An auditor may lack the bucket-level reads: each object's lock still tells.
+        note = f"store settings not read ({exc.summary}); each object's lock is checked"
+        return VerifyLocks(store.lock_readback, note)
+    decision = lock_decision(store, report, policy)
+    unlocked = None
+    if not report.ok:
+        unlocked = f"{store.uri} is not set up as policy requires: " + "; ".join(report.problems())
+    if not store.lock_readback:
+        if decision.protected:
+            note = f"retention checked per store, not per object: {decision.reason}"
+        else:
+            note = f"retention not checked: {store.uri} is not WORM"
+        return VerifyLocks(False, note)
+    if not decision.protected and on_unlocked is OnUnlocked.WARN:
+        return VerifyLocks(False, f"retention not checked (--on-unlocked warn): {decision.reason}")
+    return VerifyLocks(True, None, unlocked)

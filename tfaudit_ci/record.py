@@ -71,6 +71,7 @@ def build_record(
     redactions: dict[str, int],
     retention: dict[str, Any],
     identity: dict[str, Any] | None = None,
+    burned: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The record without its signature; the signer adds ``signature`` over these bytes."""
     return {
@@ -78,6 +79,7 @@ def build_record(
         "stream": stream,
         "seq": seq,
         "prev": prev,
+        "burned": list(burned or []),  # slots skipped because they held no valid record
         "run_folder": run_folder,
         "command": command,
         "cwd": cwd,

@@ -6,19 +6,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tfaudit_ci.chain import DUPLICATE_LOOKBACK, Chain
+from tfaudit_ci.chain import DUPLICATE_LOOKBACK, Chain, Link
 from tfaudit_ci.errors import ReadbackError
 from tfaudit_ci.locking import LockDecision
 from tfaudit_ci.record import build_record, iso, parse_iso, run_key
-from tfaudit_ci.signing import Signer, sign_record
+from tfaudit_ci.signing import Signer
 from tfaudit_ci.spool import LOG_FILE, file_digests, merge_tails
 from tfaudit_ci.spoolstate import Receipt, SpoolArtifact, SpoolState
-from tfaudit_ci.stores.base import ObjectState, Policy, Store
+from tfaudit_ci.stores.base import ObjectState, Policy, Store, StoredObject
 
 # Clock differences between this machine and the store, and rounding to whole seconds.
 RETAIN_SLACK = dt.timedelta(minutes=5)
@@ -113,14 +114,33 @@ class Shipper:
             check_lock=self.decision.readback,
         )
 
+    def _earlier_upload(self, key: str, artifact: SpoolArtifact) -> StoredObject | None:
+        for version in self.store.versions(key):
+            if version.is_delete_marker or version.size not in (0, artifact.size):
+                continue
+            state = self.store.head(key, version.version_id)
+            if state is None or state.size != artifact.size:
+                continue
+            same = state.sha256 == artifact.sha256 if state.sha256 else state.md5 == artifact.md5
+            if same:
+                return StoredObject(key, version.version_id, artifact.sha256, artifact.size)
+        return None
+
     def upload_artifacts(self) -> list[dict[str, Any]]:
         options = self.spool.store_options
         stored = []
         for artifact in self.spool.artifacts:
             key = run_key(self.spool.stream, self.spool.run_folder, artifact.name)
             path = _artifact_path(artifact, self.spool_dir)
+            # A second ship of this spool finds its first upload and pins that version: a
+            # second version would be an unpinned object in the run folder.
+            earlier = self._earlier_upload(key, artifact) if self.spool.upload_attempted else None
             stored.append(
-                (artifact, path, self.store.put_file(key, path, artifact.digests, self.lock))
+                (
+                    artifact,
+                    path,
+                    earlier or self.store.put_file(key, path, artifact.digests, self.lock),
+                )
             )
         entries: list[dict[str, Any]] = []
         for artifact, path, obj in stored:
@@ -147,17 +167,17 @@ class Shipper:
 
     def append(self, entries: list[dict[str, Any]]) -> Receipt:
         spool = self.spool
-        chain = Chain(self.store, spool.stream)
+        # With a signing key, the writer checks what it chains onto with the same key.
+        chain = Chain(self.store, spool.stream, self.signer.verifier())
         retention = self.decision.record_fields(self.retain_until)
         finished = parse_iso(spool.finished_at) if spool.finished_at else None
 
-        def build(
-            seq: int, prev: dict[str, Any] | None, prev_record: dict[str, Any] | None
-        ) -> bytes:
-            unsigned = build_record(
+        def build(link: Link) -> dict[str, Any]:
+            return build_record(
                 stream=spool.stream,
-                seq=seq,
-                prev=prev,
+                seq=link.seq,
+                prev=link.prev,
+                burned=link.burned,
                 run_folder=spool.run_folder,
                 command=spool.command,
                 cwd=spool.cwd,
@@ -178,15 +198,22 @@ class Shipper:
                 retention=retention,
                 identity=spool.identity,
             )
-            return sign_record(unsigned, prev_record, self.signer)
 
-        slot, obj = chain.append(build, run_folder=spool.run_folder, lock=self.lock)
-        data = slot.data
+        appended = chain.append(build, self.signer, run_folder=spool.run_folder, lock=self.lock)
+        slot, obj = appended.slot, appended.stored
+        for entry in appended.burned:
+            why = appended.reasons.get(entry["seq"], "no valid record")
+            sys.stderr.write(
+                f"tfaudit: warning: chain slot {entry['seq']} of {spool.stream} holds no valid "
+                f"record ({why}): burned, the record goes to seq {slot.seq}; run "
+                "`tfaudit verify`\n"
+            )
+        data = slot.data or b""
         self._read_back(
             obj.key,
             obj.version_id,
             Expected(
-                len(data),
+                slot.size,
                 slot.sha256,
                 lambda: {hashlib.md5(data, usedforsecurity=False).hexdigest()},
             ),
@@ -208,16 +235,16 @@ def _artifact_path(artifact: SpoolArtifact, spool_dir: Path) -> Path:
     return path if path.is_absolute() else spool_dir / path
 
 
-def already_recorded(store: Store, spool: SpoolState) -> tuple[int, str, str, str] | None:
-    """(seq, key, version id, sha256) of a record this run already appended, looking back
-    from the head a little way (later runs may have appended after it)."""
-    chain = Chain(store, spool.stream)
-    head = chain.find_head()
-    for seq in range(head, max(-1, head - DUPLICATE_LOOKBACK), -1):
-        slot = chain.read_slot(seq)
-        if slot is not None and slot.run_folder == spool.run_folder:
-            return seq, chain.key(seq), slot.version_id, slot.sha256
-    return None
+def already_recorded(
+    store: Store, spool: SpoolState, signer: Signer
+) -> tuple[int, str, str, str] | None:
+    """(seq, key, version id, sha256) of a valid record this run already appended, looking
+    back from the head a little way (later runs may have appended after it)."""
+    chain = Chain(store, spool.stream, signer.verifier())
+    slot = chain.find_run(spool.run_folder, DUPLICATE_LOOKBACK)
+    if slot is None:
+        return None
+    return slot.seq, chain.key(slot.seq), slot.version_id, slot.sha256
 
 
 def ship_spool(
@@ -231,7 +258,7 @@ def ship_spool(
     spool whose record already landed (a lost answer, a killed run) gets that receipt."""
     shipper = Shipper(store, spool, spool_dir, decision, signer)
     if spool.record_attempted:
-        found = already_recorded(store, spool)
+        found = already_recorded(store, spool, signer)
         if found is not None:
             receipt = shipper.receipt(*found)
             receipt.save(spool_dir)
@@ -242,6 +269,9 @@ def ship_spool(
             SpoolArtifact.of(a.name, a.path, file_digests(log)) if a.path == LOG_FILE else a
             for a in spool.artifacts
         ]
+        spool.save(spool_dir)
+    if not spool.upload_attempted:
+        spool.upload_attempted = True
         spool.save(spool_dir)
     entries = shipper.upload_artifacts()
     if not spool.record_attempted:

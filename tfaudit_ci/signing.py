@@ -19,18 +19,22 @@ from tfaudit_ci.errors import ConfigError
 HMAC_ALG = "hmac-sha256"
 
 
-class Signer(Protocol):
-    algorithm: str
-
-    def sign(self, message: bytes) -> dict[str, Any]: ...
-
-
 class Verifier(Protocol):
     """A trusted key. ``check`` returns None when the signature holds, else the problem."""
 
     description: str
 
     def check(self, signature: Mapping[str, Any], message: bytes) -> str | None: ...
+
+
+class Signer(Protocol):
+    algorithm: str
+
+    def sign(self, message: bytes) -> dict[str, Any]: ...
+
+    def verifier(self) -> Verifier | None:
+        """The matching verifier: the writer checks what it chains onto with it."""
+        ...
 
 
 def signing_message(unsigned: Mapping[str, Any], prev_record: Mapping[str, Any] | None) -> bytes:
@@ -61,6 +65,9 @@ class NoSigner:
         del message
         return {"alg": "none"}
 
+    def verifier(self) -> Verifier | None:
+        return None
+
 
 class HmacSigner:
     algorithm = HMAC_ALG
@@ -72,6 +79,9 @@ class HmacSigner:
     def sign(self, message: bytes) -> dict[str, Any]:
         value = hmac.new(self._key, message, hashlib.sha256).hexdigest()
         return {"alg": self.algorithm, "key_id": self.key_id, "value": value}
+
+    def verifier(self) -> Verifier | None:
+        return HmacVerifier(self._key)
 
 
 class HmacVerifier:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tfaudit_ci.errors import ConfigError, UploadError
-from tfaudit_ci.signing import Signer, signature_shape_problem
+from tfaudit_ci.signing import Signer, Verifier, signature_shape_problem
 
 ED25519_ALG = "ed25519"
 KMS_ALG = "kms-ecdsa-p256-sha256"
@@ -71,6 +71,9 @@ class Ed25519Signer:
             "public_key_sha256": self.public_key_sha256,
             "value": value,
         }
+
+    def verifier(self) -> Verifier | None:
+        return PublicKeyVerifier(self._key.public_key(), source=self.key_id)
 
 
 def load_ed25519_private_key(path: Path) -> Any:
@@ -192,6 +195,10 @@ class KmsSigner:
             "kms_message": "sha256",
             "value": base64.b64encode(signature).decode("ascii"),
         }
+
+    def verifier(self) -> Verifier | None:
+        # The public key fetched once with kms:GetPublicKey: checks happen locally.
+        return PublicKeyVerifier(self._public_key, key_id=self.key_id, source=self.key_id)
 
 
 def make_key_signer(spec: str, env: Mapping[str, str]) -> Signer:

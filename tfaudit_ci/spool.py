@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from tfaudit_ci.canonical import canonical_bytes
+from tfaudit_ci.canonical import compact_bytes
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.stores.base import Digests
 
@@ -244,7 +244,7 @@ def merge_tails(log: Path) -> bool:
 def write_json(path: Path, data: dict[str, Any]) -> None:
     # A temporary name of this process's own: two `recover`s may write one receipt at once.
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(canonical_bytes(data))
+    tmp.write_bytes(compact_bytes(data))
     os.replace(tmp, path)
 
 

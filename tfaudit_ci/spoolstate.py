@@ -84,6 +84,7 @@ class SpoolState:
     # Set just before the record is written: a later `recover` must then first look for a
     # record this run already appended, instead of appending it twice.
     record_attempted: bool = False
+    upload_attempted: bool = False  # likewise for the artifacts: reuse an earlier upload
     version: int = SPOOL_VERSION
 
     def save(self, spool_dir: Path) -> None:

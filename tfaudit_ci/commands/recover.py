@@ -62,12 +62,16 @@ def finish_interrupted(spool_dir: Path, spool: SpoolState) -> None:
     spool.save(spool_dir)
 
 
-def recover_one(spool_dir: Path, spool: SpoolState, env: Mapping[str, str]) -> Receipt:
+def recover_one(
+    spool_dir: Path, spool: SpoolState, env: Mapping[str, str], signing_key: str | None = None
+) -> Receipt:
+    """Ship one spool where it belongs. The run's own signing key wins; a run configured
+    without one is signed with ``signing_key`` (recover's own setting), if any."""
     store = open_store(spool.store, spool.store_options)
     checked = preflight(store, spool.policy, spool.on_unlocked)
     if checked.warning:
         sys.stderr.write(f"tfaudit: warning: {checked.warning}\n")
-    signer = make_signer(spool.signing_key, env)
+    signer = make_signer(spool.signing_key or signing_key, env)
     if spool.phase == "running":
         finish_interrupted(spool_dir, spool)
     receipt = dataclasses.replace(
@@ -99,7 +103,7 @@ def main_recover(
                 )
                 results.append({"spool": str(spool_dir), "skipped": spool.store})
                 continue
-            receipt = recover_one(spool_dir, spool, env)
+            receipt = recover_one(spool_dir, spool, env, config.signing_key)
         except TfauditError as exc:
             sys.stderr.write(
                 f"tfaudit: recover {spool_dir.name}: {exc.diagnostics()}; "

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from tfaudit_ci import errors
 from tfaudit_ci.config import Config
-from tfaudit_ci.errors import ConfigError, TfauditError, VerifyError
+from tfaudit_ci.errors import ConfigError
 
 if TYPE_CHECKING:
+    from tfaudit_ci.signing import Verifier
     from tfaudit_ci.verify.model import VerifyOptions
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
@@ -33,15 +34,17 @@ def parse_time(text: str, flag: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def parse_duration(text: str) -> dt.timedelta:
+def parse_duration(text: str, flag: str = "--max-age") -> dt.timedelta:
     """``2d``, ``12h``, ``30m``, ``1d12h``, ``1w``."""
     compact = text.strip().lower()
     parts = _DURATION_PART.findall(compact)
     if not compact or "".join(n + u for n, u in parts) != compact:
-        raise ConfigError(f"--max-age {text!r} is not a duration", fix="use e.g. 2d, 12h, 30m")
+        raise ConfigError(f"{flag} {text!r} is not a duration", fix="use e.g. 2d, 12h, 30m")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ConfigError(f"--max-age {text!r} must be positive", fix="use e.g. 2d")
+    if not 0 < seconds < 1e9:
+        raise ConfigError(
+            f"{flag} {text!r} must be positive (and under 30 years)", fix="use e.g. 2d"
+        )
     return dt.timedelta(seconds=seconds)
 
 
@@ -66,8 +69,27 @@ def _stream(config: Config, env: Mapping[str, str]) -> str:
     return resolve_stream(config.stream, env, Path.cwd())
 
 
+def _verifier(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> Verifier | None:
+    """The trusted key: --key, --public-key or --kms-key; else the verifier of the configured
+    signing key (``--signing-key``, the same setting `run` signs with)."""
+    from tfaudit_ci.signing import make_signer, make_verifier
+
+    given = make_verifier(key=ns.key, public_key=ns.public_key, kms_key=ns.kms_key, env=env)
+    if not config.signing_key or config.signing_key == "none":
+        return given
+    if (
+        given is not None
+        and "signing-key" in config.sources
+        and "flag" in str(config.sources["signing-key"])
+    ):
+        raise ConfigError(
+            "--signing-key and a trusted key (--key, --public-key or --kms-key) given together",
+            fix="pass one: --signing-key verifies with the key runs sign with",
+        )
+    return given if given is not None else make_signer(config.signing_key, env).verifier()
+
+
 def build_options(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> VerifyOptions:
-    from tfaudit_ci.signing import make_verifier
     from tfaudit_ci.verify.model import VerifyOptions
 
     if ns.parallelism < 1 or ns.parallelism > 256:
@@ -85,34 +107,35 @@ def build_options(ns: argparse.Namespace, config: Config, env: Mapping[str, str]
         until=until,
         min_remaining_days=ns.min_remaining_days,
         max_age=parse_duration(ns.max_age) if ns.max_age else None,
-        verifier=make_verifier(key=ns.key, public_key=ns.public_key, kms_key=ns.kms_key, env=env),
+        max_overlap=parse_duration(ns.max_overlap, "--max-overlap"),
+        verifier=_verifier(ns, config, env),
         trusted_jwks=load_jwks(ns.jwks) if ns.jwks else None,
         parallelism=ns.parallelism,
     )
 
 
 def main_verify(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
+    """Always a complete report (and with --json one document), whatever the stream holds."""
+    from tfaudit_ci.locking import verify_locks
     from tfaudit_ci.stores import open_store
+    from tfaudit_ci.verify.model import Code, warning
     from tfaudit_ci.verify.report import summary_line, text_lines, to_json
     from tfaudit_ci.verify.walk import verify_stream
 
     options = build_options(ns, config, env)
     store = open_store(config.require_store(), config.store_options())
-    try:
-        result = verify_stream(store, options)
-    except TfauditError:
-        raise
-    except Exception as exc:  # the listing failed: nothing could be verified
-        from tfaudit_ci.stores.s3_errors import describe
-
-        summary, fix = describe(exc, f"listing stream {options.stream!r} in {store.uri}")
-        raise VerifyError(summary, fix=fix) from None
+    rules = verify_locks(store, config.policy, config.on_unlocked)
+    options.check_locks, options.lock_note = rules.check, rules.note
+    result = verify_stream(store, options)
+    if rules.unlocked is not None:
+        result.problems.insert(0, warning(Code.UNLOCKED_STORE, rules.unlocked))
+    verbose = bool(getattr(ns, "verbose", False))
     if ns.json:
         from tfaudit_ci.console import print_json
 
-        print_json(to_json(result))
+        print_json(to_json(result, verbose=verbose))
         sys.stderr.write(summary_line(result) + "\n")
     else:
-        sys.stdout.write("\n".join(text_lines(result)) + "\n")
+        sys.stdout.write("\n".join(text_lines(result, verbose=verbose)) + "\n")
         sys.stdout.flush()
     return 0 if result.ok else errors.EXIT_VERIFY

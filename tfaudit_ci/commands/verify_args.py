@@ -6,8 +6,12 @@ import argparse
 
 
 def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--since", metavar="TIME", help="only records started at/after TIME (ISO)")
-    parser.add_argument("--until", metavar="TIME", help="only records started before TIME (ISO)")
+    parser.add_argument(
+        "--since", metavar="TIME", help="from the chain position where records start at TIME (ISO)"
+    )
+    parser.add_argument(
+        "--until", metavar="TIME", help="to the chain position where records start at TIME (ISO)"
+    )
     parser.add_argument("--key", metavar="SPEC", help="trusted HMAC key: hmac:env:VAR")
     parser.add_argument(
         "--public-key", metavar="FILE", help="trusted Ed25519 or EC P-256 public key (PEM)"
@@ -25,6 +29,13 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-age", metavar="DURATION", help="fail if the newest record is older (2d, 12h, 30m)"
+    )
+    parser.add_argument(
+        "--max-overlap",
+        metavar="DURATION",
+        default="6h",
+        help="how long concurrent runs may overlap (default 6h): a record may start this much "
+        "before its predecessor, and --since/--until windows widen by it",
     )
     parser.add_argument(
         "--parallelism", metavar="N", type=int, default=16, help="concurrent reads (default 16)"

@@ -41,6 +41,32 @@ _SAFE_VERSION_ID = re.compile(r"[A-Za-z0-9._=+-]{1,200}")
 _CHUNK = 1 << 20
 
 
+def _walk(top: Path, start: Path) -> Iterator[tuple[str, str]]:
+    """(key relative to ``top``, "file" | "dir" | "link" | "special") under ``start``,
+    without following any symbolic link."""
+    if start.is_symlink():
+        yield start.relative_to(top).as_posix(), "link"
+        return
+    stack = [start]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            key = Path(entry.path).relative_to(top).as_posix()
+            if entry.is_symlink():
+                yield key, "link"
+            elif entry.is_dir(follow_symlinks=False):
+                yield key, "dir"
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                yield key, "file"
+            else:
+                yield key, "special"
+
+
 @dataclass(frozen=True)
 class _Entry:
     ordinal: int
@@ -66,12 +92,27 @@ class FileStore:
         return cls(Path(path))
 
     def _path(self, key: str) -> Path:
-        if key.split("/", 1)[0] == VERSIONS_DIR:
+        parts = key.split("/")
+        if parts[0] == VERSIONS_DIR:
             raise ConfigError(f"key {key!r} is reserved", fix="use a plain stream name")
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
+        if any(part in {"", ".", ".."} for part in parts):
             raise ConfigError(f"key {key!r} escapes the store root", fix="use a plain stream name")
-        return path
+        return self.root / key
+
+    def _linked(self, path: Path) -> bool:
+        """True when ``path`` or a folder between the root and it is a symbolic link: the
+        store never follows one (verify reports them, see ``unsafe_entries``)."""
+        relative = path.relative_to(self.root).parts
+        return any(
+            (self.root.joinpath(*relative[: n + 1])).is_symlink() for n in range(len(relative))
+        )
+
+    def _refuse_links(self, path: Path) -> None:
+        if self._linked(path):
+            raise UploadError(
+                f"{path} goes through a symbolic link: the file store never writes through one",
+                fix="remove the link from the store directory (tfaudit verify lists them)",
+            )
 
     def _versions_dir(self, key: str) -> Path:
         self._path(key)  # same validation
@@ -96,11 +137,13 @@ class FileStore:
         base = self._path(key)
         folder = self._versions_dir(key)
         entries: list[_Entry] = []
+        if self._linked(base) or (folder.exists() and self._linked(folder)):
+            return entries  # never followed: not a version of anything
         named_base = False
         if folder.is_dir():
             for child in folder.iterdir():
                 match = _ENTRY.fullmatch(child.name)
-                if match is None:
+                if match is None or child.is_symlink():
                     continue
                 kind = match.group(3)
                 named_base = named_base or kind == "base"
@@ -123,6 +166,7 @@ class FileStore:
     def _add_entry(self, key: str, version_id: str | None, kind: str) -> tuple[Path, str]:
         """Reserve the next ordinal with an exclusive create (safe against racing writers)."""
         folder = self._versions_dir(key)
+        self._refuse_links(folder)
         folder.mkdir(parents=True, exist_ok=True)
         while True:
             entries = self._entries(key)
@@ -141,8 +185,10 @@ class FileStore:
     def _open_exclusive(self, key: str) -> int | None:
         path = self._path(key)
         try:
+            self._refuse_links(path)
             path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            self._refuse_links(path)
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
             return None
         except OSError as exc:
@@ -262,7 +308,8 @@ class FileStore:
             yield from self.versions(key)
 
     def slot_taken(self, key: str) -> bool:
-        return self._path(key).exists() or self._versions_dir(key).is_dir()
+        # A symbolic link occupies the slot too (it is never followed, so never readable).
+        return os.path.lexists(self._path(key)) or self._versions_dir(key).is_dir()
 
     def read_version(self, key: str, version_id: str) -> bytes:
         entry = self._find(key, version_id)
@@ -280,20 +327,44 @@ class FileStore:
     def list_keys(self, prefix: str) -> Iterator[str]:
         keys: set[str] = set()
         base = self.root / prefix
-        if base.exists():
-            keys.update(
-                path.relative_to(self.root).as_posix() for path in base.rglob("*") if path.is_file()
-            )
+        if base.is_dir() and not self._linked(base):
+            keys.update(key for key, kind in _walk(self.root, base) if kind == "file")
         shadow = self.root / VERSIONS_DIR / prefix
-        if shadow.exists():
+        if shadow.is_dir() and not self._linked(shadow):
             versions_root = self.root / VERSIONS_DIR
             keys.update(
-                path.relative_to(versions_root).as_posix()
-                for path in shadow.rglob("*")
-                if path.is_dir() and any(_ENTRY.fullmatch(c.name) for c in path.iterdir())
+                key
+                for key, kind in _walk(versions_root, shadow)
+                if kind == "dir"
+                and any(_ENTRY.fullmatch(c.name) for c in (versions_root / key).iterdir())
             )
         keys = {key for key in keys if key.split("/", 1)[0] != VERSIONS_DIR}
         yield from sorted(keys)
+
+    def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, why) of every symbolic link and special file under ``prefix`` (and under its
+        versions), none of which is ever followed or read."""
+        found: list[tuple[str, str]] = []
+        for top in (self.root, self.root / VERSIONS_DIR):
+            start = top / prefix
+            if not os.path.lexists(start):
+                continue
+            for key, kind in _walk(top, start):
+                if kind in {"file", "dir"}:
+                    continue
+                where = key if top == self.root else f"{VERSIONS_DIR}/{key}"
+                found.append((where, self._describe(top / key, kind)))
+        return sorted(found)
+
+    def _describe(self, path: Path, kind: str) -> str:
+        if kind != "link":
+            return "a special file (not a regular file or folder): never read"
+        target = os.readlink(path)
+        resolved = os.path.realpath(path)
+        root = os.path.realpath(self.root)
+        inside = resolved == root or resolved.startswith(root + os.sep)
+        where = "inside the store" if inside else "outside the store root"
+        return f"a symbolic link to {target[:200]!r} (resolves {where}): never followed"
 
     def copy_tree(self, destination: Path) -> FileStore:
         """A scratch copy of the whole store (every version), writable again."""

@@ -1,16 +1,22 @@
 """Chain-level analysis of a stream's version listing (pure): slots, gaps, records after the
-head, delete markers, stray keys, orphan run folders, unreferenced artifact versions."""
+head, delete markers, stray keys, orphan run folders, unpinned objects in run folders.
+
+Everything here costs time and memory in the number of objects listed, never in the value of
+the largest seq: gaps are kept as ranges.
+"""
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 
+from tfaudit_ci import slots
 from tfaudit_ci.record import chain_prefix, seq_from_chain_key
 from tfaudit_ci.stores.base import VersionInfo
-from tfaudit_ci.verify.model import Problem, error, warning
+from tfaudit_ci.verify.model import Code, Problem, error, warning
 
 _FOLDER_STAMP = re.compile(r"(\d{8}T\d{6}Z)-")
 
@@ -22,8 +28,7 @@ class Slot:
 
     @property
     def winner(self) -> VersionInfo | None:
-        """The oldest real version: the one readers and appenders agree on."""
-        return next((v for v in self.versions if not v.is_delete_marker), None)
+        return slots.winner(self.versions)
 
     @property
     def extras(self) -> list[VersionInfo]:
@@ -41,13 +46,34 @@ class Layout:
     slots: dict[int, Slot] = field(default_factory=dict)
     artifacts: dict[str, list[VersionInfo]] = field(default_factory=dict)  # runs/ key -> versions
     stray: list[str] = field(default_factory=list)
+    present: list[int] = field(default_factory=list)  # sorted seqs of every slot listed
+    artifact_keys: list[str] = field(default_factory=list)  # sorted keys of ``artifacts``
 
-    def seqs_with_record(self) -> list[int]:
-        return sorted(seq for seq, slot in self.slots.items() if slot.winner is not None)
+    def folder_of(self, key: str) -> str:
+        return key[len(f"{self.stream}/runs/") :].split("/", 1)[0]
 
     def run_folders(self) -> set[str]:
-        prefix = f"{self.stream}/runs/"
-        return {key[len(prefix) :].split("/", 1)[0] for key in self.artifacts}
+        return {self.folder_of(key) for key in self.artifacts}
+
+    def keys_in(self, folder: str) -> list[str]:
+        prefix = f"{self.stream}/runs/{folder}/"
+        start = bisect.bisect_left(self.artifact_keys, prefix)
+        found = []
+        for key in self.artifact_keys[start:]:
+            if not key.startswith(prefix):
+                break
+            found.append(key)
+        return found
+
+    def between(self, low: int, high: int) -> list[int]:
+        """Listed seqs in [low, high]."""
+        return self.present[
+            bisect.bisect_left(self.present, low) : bisect.bisect_right(self.present, high)
+        ]
+
+    def head(self) -> int:
+        """The head an appender finds by probing (-1 when empty)."""
+        return slots.probe_head(lambda seq: seq in self.slots)
 
 
 def split_listing(stream: str, versions: Iterable[VersionInfo]) -> Layout:
@@ -71,81 +97,83 @@ def split_listing(stream: str, versions: Iterable[VersionInfo]) -> Layout:
         else:
             stray.add(info.key)
     layout.stray = sorted(stray)
+    layout.present = sorted(layout.slots)
+    layout.artifact_keys = sorted(layout.artifacts)
     return layout
 
 
-def probe_head(taken: set[int]) -> int:
-    """The head an appender finds (same probing as ``Chain.find_head``), -1 when empty.
-
-    Slots beyond a gap can be invisible to it: such records are reported, not trusted.
-    """
-    if 0 not in taken:
-        return -1
-    low, step = 0, 1
-    high = low + step
-    while high in taken:
-        low = high
-        step *= 2
-        high = low + step
-    while high - low > 1:
-        mid = (low + high) // 2
-        if mid in taken:
-            low = mid
-        else:
-            high = mid
-    return low
-
-
-def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
+def _ranges(numbers: Iterable[int]) -> Iterator[tuple[int, int]]:
+    start = end = None
     for n in numbers:
-        if out and out[-1][1] == n - 1:
-            out[-1] = (out[-1][0], n)
-        else:
-            out.append((n, n))
-    return out
+        if start is not None and end is not None and n == end + 1:
+            end = n
+            continue
+        if start is not None and end is not None:
+            yield start, end
+        start = end = n
+    if start is not None and end is not None:
+        yield start, end
 
 
-def missing_seqs(layout: Layout, low: int, high: int) -> list[int]:
-    """Seqs in [low, high] below the last written slot that were never written."""
-    last = max(layout.slots, default=-1)
-    return [seq for seq in range(max(low, 0), min(high, last) + 1) if seq not in layout.slots]
+def gap_ranges(layout: Layout, low: int, high: int) -> list[tuple[int, int]]:
+    """Ranges of seqs in [low, high], below the last listed slot, that were never written."""
+    last = min(high, layout.present[-1] if layout.present else -1)
+    gaps: list[tuple[int, int]] = []
+    expected = max(low, 0)
+    for seq in layout.between(expected, last):
+        if seq > expected:
+            gaps.append((expected, seq - 1))
+        expected = seq + 1
+    return gaps
 
 
-def slot_problems(layout: Layout, low: int, high: int) -> list[Problem]:
+def missing_count(layout: Layout, low: int, high: int) -> int:
+    return sum(last - first + 1 for first, last in gap_ranges(layout, low, high))
+
+
+def _which(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seqs {first}..{last}"
+
+
+def slot_problems(layout: Layout, low: int, high: int, head: int) -> list[Problem]:
     """Gaps, deleted slots and delete markers for seqs in [low, high]; stray keys and
     records after the head always (they concern the whole stream)."""
     problems: list[Problem] = []
-    for first, last in _ranges(missing_seqs(layout, low, high)):
-        which = f"seq {first}" if first == last else f"seqs {first}..{last}"
-        problems.append(
-            error("gap", f"{which} missing: no record was ever written there", seq=first)
-        )
-    head = probe_head(set(layout.slots))
-    for first, last in _ranges([seq for seq in sorted(layout.slots) if seq > head]):
-        which = f"seq {first}" if first == last else f"seqs {first}..{last}"
+    for first, last in gap_ranges(layout, low, high):
         problems.append(
             error(
-                "after-head",
-                f"{which} lie after the head an appender finds (seq {head}): not appended by "
-                "the chain protocol (inserted, or stranded past a gap)",
+                Code.GAP,
+                f"{_which(first, last)} missing: no record was ever written there",
                 seq=first,
             )
         )
-    for seq in sorted(layout.slots):
+    for first, last in _ranges(
+        layout.between(head + 1, layout.present[-1] if layout.present else -1)
+    ):
+        problems.append(
+            error(
+                Code.AFTER_HEAD,
+                f"{_which(first, last)} lie after the head an appender finds (seq {head}): not "
+                "appended by the chain protocol (inserted, or stranded past a gap)",
+                seq=first,
+            )
+        )
+    for seq in layout.between(low, high):
         slot = layout.slots[seq]
-        if not low <= seq <= high:
-            continue
         if slot.winner is None:
             problems.append(
-                error("deleted", "the slot holds only delete markers: its record is gone", seq=seq)
+                error(
+                    Code.DELETED,
+                    "the slot holds only delete markers: its record is gone",
+                    seq=seq,
+                )
             )
         elif slot.delete_markers:
             # A plain DELETE on a versioned bucket: reported, but the locked record is intact
             # and is what readers use, so the trail still holds.
             problems.append(
                 warning(
-                    "delete-marker",
+                    Code.DELETE_MARKER,
                     f"{len(slot.delete_markers)} delete marker(s) on the record: someone tried "
                     "to delete it (the locked record is intact; readers use the oldest version)",
                     seq=seq,
@@ -153,7 +181,7 @@ def slot_problems(layout: Layout, low: int, high: int) -> list[Problem]:
             )
     for key in layout.stray:
         problems.append(
-            error("stray-object", "object in the stream that tfaudit never writes", key=key)
+            error(Code.STRAY_OBJECT, "object in the stream that tfaudit never writes", key=key)
         )
     return problems
 
@@ -167,7 +195,7 @@ def folder_time(folder: str) -> dt.datetime | None:
 
 def orphan_problems(
     layout: Layout,
-    referenced: set[str],
+    referenced: Set[str],
     since: dt.datetime | None,
     until: dt.datetime | None,
 ) -> list[Problem]:
@@ -181,7 +209,7 @@ def orphan_problems(
             continue
         problems.append(
             warning(
-                "orphan",
+                Code.ORPHAN,
                 "run folder not referenced by any record (a failed, interrupted or still "
                 "running job; `tfaudit recover` ships a kept spool)",
                 key=f"{layout.stream}/runs/{folder}/",
@@ -190,30 +218,35 @@ def orphan_problems(
     return problems
 
 
-def unreferenced_versions(layout: Layout, pinned: dict[str, set[str]]) -> list[Problem]:
-    """Versions of referenced artifact keys that no record pins: an overwrite attempt."""
+def unpinned_problems(
+    layout: Layout, folder: str, pins: Set[tuple[str, str]], seq: int | None
+) -> list[Problem]:
+    """Every object, and every version of one, in a referenced run folder that its record
+    does not pin: something was added to (or overwritten in) the run after the fact."""
     problems = []
-    for key, pins in sorted(pinned.items()):
-        versions = layout.artifacts.get(key, [])
+    for key in layout.keys_in(folder):
+        versions = layout.artifacts[key]
         markers = [v for v in versions if v.is_delete_marker]
         if markers:
             problems.append(
                 warning(
-                    "delete-marker",
+                    Code.DELETE_MARKER,
                     f"{len(markers)} delete marker(s) on the artifact: someone tried to delete "
                     "it (the pinned, locked version is intact)",
                     key=key,
                 )
             )
-        others = [v for v in versions if v.version_id not in pins and not v.is_delete_marker]
-        if others:
-            ids = ", ".join(v.version_id for v in others)
-            problems.append(
-                warning(
-                    "extra-version",
-                    f"{len(others)} later version(s) ({ids}) that no record pins: the key was "
-                    "overwritten; the pinned version is what counts",
-                    key=key,
-                )
-            )
+        others = [v for v in versions if not v.is_delete_marker and (key, v.version_id) not in pins]
+        if not others:
+            continue
+        pinned_here = any(k == key for k, _ in pins)
+        ids = ", ".join(v.version_id for v in others[:5]) + (", ..." if len(others) > 5 else "")
+        what = (
+            f"{len(others)} version(s) ({ids}) that the record does not pin: the key was "
+            "overwritten after the run; the pinned version is what counts"
+            if pinned_here
+            else f"an object the record does not pin ({len(others)} version(s): {ids}): "
+            "added to the run folder after the run"
+        )
+        problems.append(error(Code.UNPINNED, what, seq=seq, key=key))
     return problems

@@ -1,8 +1,13 @@
-"""Value types of ``tfaudit verify`` (no I/O)."""
+"""Value types of ``tfaudit verify`` (no I/O), and its closed vocabulary of problem codes.
+
+The codes and severities are part of the ``--json`` contract: each is documented in
+docs/verify.md, and nothing else may appear in a report.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,35 +15,101 @@ from typing import Any
 from tfaudit_ci.signing import Verifier
 from tfaudit_ci.stores.base import ObjectState, Policy
 
-ERROR = "error"
-WARNING = "warning"
+
+class Severity(str, enum.Enum):
+    """Errors fail verification (exit 24); warnings do not."""
+
+    ERROR = "error"
+    WARNING = "warning"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Code(str, enum.Enum):
+    """Every problem code verify reports (docs/verify.md describes each)."""
+
+    # the stream as a whole
+    EMPTY = "empty"
+    UNLOCKED_STORE = "unlocked-store"
+    LIST_FAILED = "list-failed"
+    STRAY_OBJECT = "stray-object"
+    SYMLINK = "symlink"
+    INTERNAL = "internal"
+    # the shape of the chain
+    GAP = "gap"
+    AFTER_HEAD = "after-head"
+    DELETED = "deleted"
+    DELETE_MARKER = "delete-marker"
+    BURNED = "burned"
+    FORK = "fork"
+    SUPERSEDED = "superseded"
+    DUPLICATE_VERSION = "duplicate-version"
+    STALE_HEAD = "stale-head"
+    # one record's bytes
+    UNREADABLE = "unreadable"
+    TOO_LARGE = "too-large"
+    UNPARSEABLE = "unparseable"
+    NOT_CANONICAL = "not-canonical"
+    SCHEMA = "schema"
+    # one record's content
+    LOCATION = "location"
+    PREV_LINK = "prev-link"
+    PREV_MISMATCH = "prev-mismatch"
+    PREV_UNCHECKED = "prev-unchecked"
+    TIME = "time"
+    SIGNATURE = "signature"
+    SIGNATURE_UNCHECKED = "signature-unchecked"
+    RETENTION = "retention"
+    ARTIFACT = "artifact"
+    UNPINNED = "unpinned"
+    IDENTITY = "identity"
+    ORPHAN = "orphan"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ERROR = Severity.ERROR
+WARNING = Severity.WARNING
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One line of the report. Errors fail verification (exit 24); warnings do not."""
+    """One line of the report."""
 
-    severity: str
-    code: str
+    severity: Severity
+    code: Code
     message: str
     seq: int | None = None
     key: str | None = None
+    traceback: str | None = None  # for ``internal`` problems, shown under -v
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "severity": self.severity,
-            "code": self.code,
+    def to_dict(self, *, verbose: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "severity": self.severity.value,
+            "code": self.code.value,
             "message": self.message,
             "seq": self.seq,
             "key": self.key,
         }
+        if verbose and self.traceback:
+            data["traceback"] = self.traceback
+        return data
 
 
-def error(code: str, message: str, *, seq: int | None = None, key: str | None = None) -> Problem:
-    return Problem(ERROR, code, message, seq, key)
+def error(
+    code: Code,
+    message: str,
+    *,
+    seq: int | None = None,
+    key: str | None = None,
+    traceback: str | None = None,
+) -> Problem:
+    return Problem(ERROR, code, message, seq, key, traceback)
 
 
-def warning(code: str, message: str, *, seq: int | None = None, key: str | None = None) -> Problem:
+def warning(code: Code, message: str, *, seq: int | None = None, key: str | None = None) -> Problem:
     return Problem(WARNING, code, message, seq, key)
 
 
@@ -54,6 +125,11 @@ class Fetched:
     data: bytes | None = None  # kept only for records and small evidence artifacts
     error: str | None = None  # a read failure other than "not found"
 
+    def without_data(self) -> Fetched:
+        return Fetched(
+            self.key, self.version_id, self.state, self.sha256, self.size, None, self.error
+        )
+
 
 @dataclass
 class VerifyOptions:
@@ -67,6 +143,14 @@ class VerifyOptions:
     trusted_jwks: Mapping[str, Any] | None = None
     parallelism: int = 16
     now: dt.datetime | None = None
+    # How long concurrent runs may overlap: a record may start this much before its
+    # predecessor; --since/--until windows are widened by it (docs/verify.md, "Windows").
+    max_overlap: dt.timedelta = dt.timedelta(hours=6)
+    batch_size: int = 256  # records checked (and held in memory) at a time
+    # Whether each object's lock is checked (``locking.verify_locks``), and why not;
+    # None: whenever the store can show it.
+    check_locks: bool | None = None
+    lock_note: str | None = None
 
 
 @dataclass
@@ -85,11 +169,11 @@ class VerifyResult:
 
     @property
     def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == ERROR]
+        return [p for p in self.problems if p.severity is ERROR]
 
     @property
     def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == WARNING]
+        return [p for p in self.problems if p.severity is WARNING]
 
     @property
     def ok(self) -> bool:

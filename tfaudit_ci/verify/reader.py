@@ -11,16 +11,19 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tfaudit_ci.stores.base import ObjectState, Store, VersionInfo
 from tfaudit_ci.verify.model import Fetched
 
+if TYPE_CHECKING:
+    from tfaudit_ci.stores.file import FileStore
+
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 CHUNK = 1 << 20
-# Records and evidence are read whole; anything larger than this is only hashed.
-KEEP_LIMIT = 4 << 20
+# Identity evidence is read whole up to this size; anything larger is only hashed.
+EVIDENCE_LIMIT = 4 << 20
 # Servers cap a listing page at their own maximum (1000 on AWS, Ceph, MinIO), so asking
 # for more is harmless there; servers without a cap (moto) answer in far fewer pages,
 # which matters because each of their pages costs time proportional to the whole bucket.
@@ -32,7 +35,13 @@ class Reader(Protocol):
         """Every version and delete marker under ``prefix``: each key's oldest first."""
         ...
 
-    def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched: ...
+    def fetch(self, key: str, version_id: str, *, keep: int) -> Fetched:
+        """The version's state and SHA-256; its bytes too when there are at most ``keep``."""
+        ...
+
+    def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
+        """(key, why) of what under ``prefix`` a reader must not follow (file:// symlinks)."""
+        ...
 
 
 def parallel_map(function: Callable[[_T], _R], items: Iterable[_T], workers: int) -> list[_R]:
@@ -44,15 +53,16 @@ def parallel_map(function: Callable[[_T], _R], items: Iterable[_T], workers: int
         return list(pool.map(function, items))
 
 
-def _digest(chunks: Iterable[bytes], keep: bool) -> tuple[str, int, bytes | None]:
+def digest_chunks(chunks: Iterable[bytes], keep: int) -> tuple[str, int, bytes | None]:
+    """(SHA-256, size, the bytes when there are at most ``keep``) of a stream of chunks."""
     sha = hashlib.sha256()
     size = 0
-    kept: list[bytes] | None = [] if keep else None
+    kept: list[bytes] | None = [] if keep > 0 else None
     for chunk in chunks:
         sha.update(chunk)
         size += len(chunk)
         if kept is not None:
-            if size > KEEP_LIMIT:
+            if size > keep:
                 kept = None
             else:
                 kept.append(chunk)
@@ -67,20 +77,20 @@ class StoreReader:
         self.parallelism = parallelism
 
     def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
-        lister = getattr(self.store, "list_versions", None)
-        if callable(lister):
-            yield from lister(prefix)
-            return
         keys = list(self.store.list_keys(prefix))
         for versions in parallel_map(self.store.versions, keys, self.parallelism):
             yield from versions
 
-    def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched:
+    def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
+        del prefix
+        return []
+
+    def fetch(self, key: str, version_id: str, *, keep: int) -> Fetched:
         try:
             state = self.store.head(key, version_id)
             if state is None:
                 return Fetched(key, version_id, None)
-            sha, size, data = _digest(self.store.iter_version(key, version_id, CHUNK), keep)
+            sha, size, data = digest_chunks(self.store.iter_version(key, version_id, CHUNK), keep)
         except FileNotFoundError:
             return Fetched(key, version_id, None)
         except Exception as exc:  # any backend failure becomes a reported problem
@@ -166,7 +176,11 @@ class S3Reader:
         for key in order:
             yield from _oldest_first(pending[key])
 
-    def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched:
+    def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
+        del prefix
+        return []
+
+    def fetch(self, key: str, version_id: str, *, keep: int) -> Fetched:
         try:
             response = self.client.get_object(
                 Bucket=self.bucket, Key=self._full(key), VersionId=version_id
@@ -177,7 +191,7 @@ class S3Reader:
             return Fetched(key, version_id, None, error=_describe(exc))
         body = response["Body"]
         try:
-            sha, size, data = _digest(body.iter_chunks(CHUNK), keep)
+            sha, size, data = digest_chunks(body.iter_chunks(CHUNK), keep)
         except Exception as exc:
             return Fetched(key, version_id, None, error=_describe(exc))
         finally:
@@ -207,9 +221,26 @@ def _oldest_first(versions: list[VersionInfo]) -> list[VersionInfo]:
     return merged
 
 
+class FileReader(StoreReader):
+    """``file://``: the store's own listing, which never follows a symlink, and its findings."""
+
+    def __init__(self, store: FileStore, parallelism: int) -> None:
+        super().__init__(store, parallelism)
+        self.files = store
+
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
+        yield from self.files.list_versions(prefix)
+
+    def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
+        return self.files.unsafe_entries(prefix)
+
+
 def reader_for(store: Store, parallelism: int) -> Reader:
+    from tfaudit_ci.stores.file import FileStore
     from tfaudit_ci.stores.s3 import S3Store
 
     if isinstance(store, S3Store):
         return S3Reader(store, parallelism)
+    if isinstance(store, FileStore):
+        return FileReader(store, parallelism)
     return StoreReader(store, parallelism)

@@ -10,12 +10,12 @@ from tfaudit_ci.verify.model import ERROR, Problem, VerifyResult
 def problem_line(problem: Problem) -> str:
     # A seq says where in the chain; keys (in --json) are for problems outside any record.
     where = f"seq {problem.seq}" if problem.seq is not None else (problem.key or "stream")
-    label = "ERROR" if problem.severity == ERROR else "WARNING"
-    return f"{label:<7} {where}: {problem.message} [{problem.code}]"
+    label = "ERROR" if problem.severity is ERROR else "WARNING"
+    return f"{label:<7} {where}: {problem.message} [{problem.code.value}]"
 
 
-def _sort_key(problem: Problem) -> tuple[int, int, str]:
-    return (problem.seq if problem.seq is not None else 1 << 62, 0, problem.key or "")
+def _sort_key(problem: Problem) -> tuple[int, str, str]:
+    return (problem.seq if problem.seq is not None else 1 << 62, problem.key or "", problem.code)
 
 
 def summary_line(result: VerifyResult) -> str:
@@ -33,12 +33,16 @@ def summary_line(result: VerifyResult) -> str:
     )
 
 
-def text_lines(result: VerifyResult) -> list[str]:
-    lines = [problem_line(p) for p in sorted(result.problems, key=_sort_key)]
+def text_lines(result: VerifyResult, *, verbose: bool = False) -> list[str]:
+    lines = []
+    for problem in sorted(result.problems, key=_sort_key):
+        lines.append(problem_line(problem))
+        if verbose and problem.traceback:
+            lines.extend("        " + line for line in problem.traceback.rstrip().splitlines())
     return [*lines, summary_line(result)]
 
 
-def to_json(result: VerifyResult) -> dict[str, Any]:
+def to_json(result: VerifyResult, *, verbose: bool = False) -> dict[str, Any]:
     return {
         "ok": result.ok,
         "store": result.store,
@@ -50,7 +54,7 @@ def to_json(result: VerifyResult) -> dict[str, Any]:
         "artifacts": {"valid": result.artifacts_valid, "total": result.artifacts_total},
         "errors": len(result.errors),
         "warnings": len(result.warnings),
-        "problems": [p.to_dict() for p in sorted(result.problems, key=_sort_key)],
+        "problems": [p.to_dict(verbose=verbose) for p in sorted(result.problems, key=_sort_key)],
         "notes": result.notes,
         "summary": summary_line(result),
     }

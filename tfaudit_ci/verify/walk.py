@@ -1,21 +1,34 @@
-"""The verification walk: list once, read records and artifacts in parallel, check everything,
-keep going after every failure (CloudTrail ``validate-logs`` style)."""
+"""The verification walk: list once, then check the window of the chain batch by batch, reading
+records and artifacts in parallel, keeping going after every failure (CloudTrail
+``validate-logs`` style).
+
+The invariant: a record counts as valid only after every check ran on it and none failed.
+Whatever could not be checked (unreadable, over the size cap, unparseable, a check that
+raised) is an error on that seq. Whatever happens, ``verify_stream`` returns a complete
+result: a failure outside any record (the listing, a bug) becomes a stream-level problem.
+
+Memory is bounded by the number of objects listed plus one batch of records: records are
+dropped after their batch, keeping only what their successors need (``checks.Neighbour``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import functools
+import traceback
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfaudit_ci.canonical import sha256_hex
+from tfaudit_ci import record_limits
 from tfaudit_ci.identity import IDENTITY_ARTIFACT
 from tfaudit_ci.identity_verify import identity_problems
 from tfaudit_ci.record import chain_key, utc_now
-from tfaudit_ci.stores.base import Store
+from tfaudit_ci.stores.base import Store, VersionInfo
 from tfaudit_ci.verify import checks, layout
 from tfaudit_ci.verify.model import (
     ERROR,
+    Code,
     Fetched,
     Problem,
     VerifyOptions,
@@ -23,322 +36,626 @@ from tfaudit_ci.verify.model import (
     error,
     warning,
 )
-from tfaudit_ci.verify.reader import Reader, parallel_map, reader_for
+from tfaudit_ci.verify.reader import EVIDENCE_LIMIT, Reader, parallel_map, reader_for
+
+# Codes that replace a burned slot's own findings (they describe the slot, not its content).
+_SLOT_LEVEL = {Code.GAP, Code.AFTER_HEAD, Code.DELETED, Code.DELETE_MARKER}
 
 
 @dataclass
-class _Walk:
-    store: Store
-    reader: Reader
-    options: VerifyOptions
-    now: dt.datetime
-    check_locks: bool
-    record_reads: dict[int, Fetched] = field(default_factory=dict)
+class _Info:
+    """One slot's winning version as read: small, kept for the whole walk."""
+
+    seq: int
+    fetched: Fetched  # without its bytes once its batch is done
+    problems: list[Problem]  # what is wrong with its bytes (decode)
+    link: checks.Neighbour  # what a successor needs
+    target: int | None = None  # the seq its prev names (-1: null; None: malformed/unparsed)
+    burned: dict[int, str | None] = field(default_factory=dict)
+    run_folder: str | None = None
+    trusted: bool = False  # holds up as a link of the chain: may pin objects, burn slots
+    record: dict[str, Any] | None = None  # held only while its batch is checked
+
+
+@dataclass
+class _Extra:
+    """A later version of a slot, summarised."""
+
+    seq: int
+    version_id: str
+    same_bytes: bool
+    run_folder: str | None
 
 
 def verify_stream(store: Store, options: VerifyOptions) -> VerifyResult:
-    reader = reader_for(store, options.parallelism)
-    walk = _Walk(
-        store,
-        reader,
-        options,
-        options.now or utc_now(),
-        check_locks=store.lock_readback,
-    )
-    return _run(walk)
-
-
-def _run(walk: _Walk) -> VerifyResult:
-    options, stream = walk.options, walk.options.stream
-    result = VerifyResult(store=walk.store.uri, stream=stream)
-    listing = layout.split_listing(stream, walk.reader.list_versions(f"{stream}/"))
-    present = listing.seqs_with_record()
-    result.head = layout.probe_head(set(listing.slots))
-    if not listing.slots:
+    """Verify ``options.stream`` in ``store``; never raises for anything the store holds."""
+    result = VerifyResult(store=store.uri, stream=options.stream)
+    walk = _Walk(store, options, result)
+    try:
+        walk.run()
+    except Exception as exc:  # a bug outside any record: still a complete report
         result.problems.append(
-            error("empty", f"stream {stream!r} has no records in {walk.store.uri}")
-        )
-        return result
-
-    # Records that cannot have started after --since are skipped without being read: a
-    # record is written after its run starts, so its store timestamp is never earlier.
-    candidates = [seq for seq in present if _may_be_in_window(listing.slots[seq], options.since)]
-    wanted = set(candidates)
-    if candidates and candidates[0] - 1 in listing.slots:
-        wanted.add(candidates[0] - 1)  # context: the first record's predecessor
-    if present:
-        wanted.add(present[-1])  # the head, for --max-age
-    records = _fetch_records(walk, listing, sorted(wanted))
-
-    window = [
-        seq for seq in candidates if _in_window(records[seq][1], options.since, options.until)
-    ]
-    low = window[0] if window and options.since is not None else 0
-    high = window[-1] if window and options.until is not None else max(listing.slots)
-    if not window and (options.since is not None or options.until is not None):
-        high = -1  # nothing in the window: no slot-level findings to report
-    result.first_seq, result.last_seq = (window[0], window[-1]) if window else (None, None)
-    result.problems.extend(layout.slot_problems(listing, low, high))
-    missing = layout.missing_seqs(listing, low, high)
-
-    winners_by_sha: dict[str, int] = {}  # record hash -> the first slot holding those bytes
-    for seq in sorted(records):
-        if records[seq][0] is not None:
-            winners_by_sha.setdefault(sha256_hex(records[seq][0] or b""), seq)
-    folders = {
-        str(rec.get("run_folder")): seq for seq, (_, rec) in records.items() if rec is not None
-    }
-    superseded = _fetch_extras(walk, listing, window)
-    for seq in window:
-        data, record = records[seq]
-        if data is None:
-            continue  # unreadable: reported by the lock pass below, checked no further
-        prev = _neighbour(seq - 1, listing, records, superseded) if seq > 0 else None
-        result.problems.extend(
-            checks.record_problems(
-                seq,
-                data,
-                record,
-                stream=stream,
-                prev=prev,
-                copies=winners_by_sha,
-                verifier=options.verifier,
+            error(
+                Code.INTERNAL,
+                f"verify stopped early: {type(exc).__name__}: {str(exc)[:300]} (re-run with -v "
+                "and report it)",
+                traceback=traceback.format_exc(),
             )
         )
-        result.problems.extend(
-            checks.extra_version_problems(seq, data, list(superseded.get(seq, {}).items()), folders)
-        )
-    result.problems.extend(_record_locks(walk, records, window))
-    result.problems.extend(_artifacts(walk, listing, records, window, result))
-    referenced = {str(rec.get("run_folder")) for _, rec in records.values() if rec is not None}
-    referenced |= {f for extras in superseded.values() for f in _folders_of(extras)}
-    result.problems.extend(
-        layout.orphan_problems(listing, referenced, options.since, options.until)
-    )
-    result.problems.extend(_max_age(walk, listing, records, present))
-
-    invalid = {p.seq for p in result.problems if p.severity == ERROR and p.code not in _SLOT_CODES}
-    result.records_total = len(window) + len(missing)
-    result.records_valid = sum(1 for seq in window if seq not in invalid)
-    _notes(walk, result)
+    walk.finish()
     return result
 
 
-# Findings about the shape of the chain rather than about one record's content.
-_SLOT_CODES = {"gap", "after-head"}
+class _Walk:
+    def __init__(self, store: Store, options: VerifyOptions, result: VerifyResult) -> None:
+        self.store = store
+        self.options = options
+        self.result = result
+        self.reader: Reader = reader_for(store, options.parallelism)
+        self.now = options.now or utc_now()
+        self.check_locks = (
+            store.lock_readback if options.check_locks is None else options.check_locks
+        )
+        self.listing = layout.Layout(options.stream)
+        self.infos: dict[int, _Info] = {}
+        self.superseded: dict[int, dict[str, str]] = {}  # seq -> {sha256: version id}
+        self.extras: list[_Extra] = []
+        self.extras_read: set[int] = set()
+        self.copies: dict[str, int] = {}  # record sha256 -> lowest slot holding those bytes
+        self.record_problems: dict[int, list[Problem]] = {}
+        self.burned_by: dict[int, tuple[int, str | None, bool]] = {}  # slot -> (by, sha, listed)
+        self.folders: dict[str, int] = {}  # run folder -> the last trusted record naming it
+        self.referenced: set[str] = set()  # run folders any record in the window names
+        self.pins: dict[str, set[tuple[str, str]]] = {}  # run folder -> pinned (key, version)
+        self.window: list[int] = []
+        self.checked: set[int] = set()  # window seqs every check ran on
+        self.low = 0
+        self.high = -1
+        self.listed = False
+        self.completed = False  # every check of the walk ran (else no record counts as valid)
 
+    # -- the walk ------------------------------------------------------------------------------
+    def run(self) -> None:
+        stream = self.options.stream
+        try:
+            self.listing = layout.split_listing(stream, self.reader.list_versions(f"{stream}/"))
+            unsafe = self.reader.unsafe_entries(f"{stream}/")
+        except Exception as exc:
+            self.result.problems.append(_list_failed(exc, stream, self.store.uri))
+            return
+        self.listed = True
+        for key, why in unsafe:
+            self.result.problems.append(error(Code.SYMLINK, why, key=key))
+        listing = self.listing
+        self.result.head = listing.head()
+        if not listing.slots:
+            self.result.problems.append(
+                error(Code.EMPTY, f"stream {stream!r} has no records in {self.store.uri}")
+            )
+            return
+        self.low, self.high = self._window()
+        self.window = listing.between(self.low, self.high)
+        if self.window:
+            self.result.first_seq, self.result.last_seq = self.window[0], self.window[-1]
+        self.result.problems.extend(
+            layout.slot_problems(listing, self.low, self.high, self.result.head)
+        )
+        with_record = [seq for seq in self.window if listing.slots[seq].winner is not None]
+        size = max(1, self.options.batch_size)
+        for start in range(0, len(with_record), size):
+            self._batch(with_record[start : start + size])
+        self._burned()
+        self._extra_versions()
+        referenced = self.referenced | {e.run_folder for e in self.extras if e.run_folder}
+        for folder, pins in sorted(self.pins.items()):
+            self.result.problems.extend(
+                layout.unpinned_problems(listing, folder, pins, self.folders.get(folder))
+            )
+        self.result.problems.extend(
+            layout.orphan_problems(listing, referenced, self.options.since, self.options.until)
+        )
+        self.result.problems.extend(self._max_age())
+        self.completed = True
 
-def _may_be_in_window(slot: layout.Slot, since: dt.datetime | None) -> bool:
-    winner = slot.winner
-    if since is None or winner is None or winner.last_modified is None:
-        return True
-    return winner.last_modified >= since
+    def finish(self) -> None:
+        """Counts and notes, from whatever the walk got through."""
+        for problems in self.record_problems.values():
+            self.result.problems.extend(problems)
+        self.record_problems = {}
+        listing, result = self.listing, self.result
+        invalid = {p.seq for p in result.errors if p.seq is not None}
+        head = result.head if result.head is not None else -1
+        if self.listed and listing.slots:
+            result.records_total = len(self.window) + layout.missing_count(
+                listing, self.low, self.high
+            )
+            result.records_valid = sum(
+                1
+                for seq in self.window
+                if self.completed and seq not in invalid and seq <= head and seq in self.checked
+            )
+        verifier = self.options.verifier
+        if verifier is None:
+            result.notes.append("signatures not checked (no --key, --public-key or --kms-key)")
+        else:
+            result.notes.append(f"signatures checked with {verifier.description}")
+        if self.options.lock_note:
+            result.notes.append(self.options.lock_note)
+        elif not self.check_locks:
+            result.notes.append(f"retention not checked: {self.store.uri} is not WORM")
 
+    # -- reading -------------------------------------------------------------------------------
+    def _load(self, seqs: Iterable[int], *, records: bool = False) -> None:
+        """Read (in parallel) the winners of the listed slots among ``seqs`` not read yet;
+        with ``records``, read again those whose parsed record was already dropped."""
+        wanted = []
+        for seq in set(seqs):
+            slot = self.listing.slots.get(seq)
+            if slot is None or slot.winner is None:
+                continue
+            info = self.infos.get(seq)
+            if info is None or (records and info.record is None and info.link.parsed):
+                wanted.append(seq)
+        wanted.sort()
 
-def _in_window(
-    record: Mapping[str, Any] | None, since: dt.datetime | None, until: dt.datetime | None
-) -> bool:
-    if since is None and until is None:
-        return True
-    started = checks.moment(record.get("started_at")) if record is not None else None
-    if started is None:
-        return True  # an unreadable record is reported, never silently skipped
-    return (since is None or started >= since) and (until is None or started < until)
+        def read(seq: int) -> tuple[int, Fetched]:
+            winner = self.listing.slots[seq].winner
+            assert winner is not None
+            fetched = self.reader.fetch(
+                winner.key, winner.version_id, keep=record_limits.MAX_RECORD_BYTES
+            )
+            return seq, fetched
 
+        for seq, fetched in parallel_map(read, wanted, self.options.parallelism):
+            self.infos[seq] = self._info(seq, fetched)
 
-def _fetch_records(
-    walk: _Walk, listing: layout.Layout, seqs: list[int]
-) -> dict[int, tuple[bytes | None, dict[str, Any] | None]]:
-    def read(seq: int) -> tuple[int, Fetched]:
-        winner = listing.slots[seq].winner
-        assert winner is not None
-        return seq, walk.reader.fetch(winner.key, winner.version_id, keep=True)
+    def _info(self, seq: int, fetched: Fetched) -> _Info:
+        try:
+            record, problems = checks.decode_fetched(seq, fetched)
+        except Exception as exc:
+            record, problems = None, [_internal(seq, "reading the record", exc)]
+        exists = fetched.state is not None
+        link = checks.neighbour(seq, fetched.sha256, record, exists=exists)
+        info = _Info(seq, fetched, problems, link, record=record)
+        if fetched.sha256 is not None and fetched.state is not None:
+            self.copies[fetched.sha256] = min(self.copies.get(fetched.sha256, seq), seq)
+        if record is not None:
+            info.target = checks.link_target(record)
+            info.burned = checks.burned_entries(record) or {}
+            folder = record.get("run_folder")
+            info.run_folder = folder if isinstance(folder, str) else None
+        return info
 
-    walk.record_reads = dict(parallel_map(read, seqs, walk.options.parallelism))
-    return {
-        seq: (item.data, checks.parse_record(item.data)) for seq, item in walk.record_reads.items()
-    }
+    def _time(self, seq: int) -> dt.datetime | None:
+        info = self.infos.get(seq)
+        return info.link.started_at if info is not None else None
 
+    def _load_extras(self, seqs: Iterable[int]) -> None:
+        """Read every later version of these slots (forks, lost races, retried writes)."""
+        targets: list[tuple[int, VersionInfo]] = []
+        for seq in sorted(set(seqs) - self.extras_read):
+            self.extras_read.add(seq)
+            slot = self.listing.slots.get(seq)
+            targets.extend((seq, version) for version in (slot.extras if slot else []))
+        if not targets:
+            return
 
-def _fetch_extras(
-    walk: _Walk, listing: layout.Layout, window: list[int]
-) -> dict[int, dict[str, bytes | None]]:
-    """Bytes of every later version of the slots in (and just before) the window."""
-    targets = [
-        (seq, v)
-        for seq in sorted(set(window) | {window[0] - 1} if window else set())
-        if seq in listing.slots
-        for v in listing.slots[seq].extras
-    ]
+        def read(item: tuple[int, VersionInfo]) -> tuple[int, str, Fetched]:
+            seq, version = item
+            fetched = self.reader.fetch(
+                version.key, version.version_id, keep=record_limits.MAX_RECORD_BYTES
+            )
+            return seq, version.version_id, fetched
 
-    def read(item: tuple[int, Any]) -> tuple[int, str, bytes | None]:
-        seq, version = item
-        return (
+        for seq, version_id, fetched in parallel_map(read, targets, self.options.parallelism):
+            winner = self.infos.get(seq)
+            same = winner is not None and fetched.sha256 == winner.fetched.sha256
+            if fetched.sha256 is not None:
+                self.superseded.setdefault(seq, {})[fetched.sha256] = version_id
+            self.extras.append(_Extra(seq, version_id, same, checks.run_folder_of(fetched.data)))
+
+    # -- the window ----------------------------------------------------------------------------
+    def _first_not_before(self, before: Callable[[int], bool]) -> int:
+        """Index of the first listed slot for which ``before`` is false (binary search: the
+        chain's times are assumed to grow; the widening below covers where they do not)."""
+        present = self.listing.present
+        lo, hi = 0, len(present)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            self._load([present[mid]])
+            if before(present[mid]):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _scan(self, indexes: range, stop: Callable[[int], bool]) -> int | None:
+        """The first index in ``indexes`` whose slot satisfies ``stop`` (read in chunks)."""
+        present = self.listing.present
+        chunk = max(8, self.options.parallelism * 2)
+        items = list(indexes)
+        for start in range(0, len(items), chunk):
+            part = items[start : start + chunk]
+            self._load(present[i] for i in part)
+            for index in part:
+                if stop(present[index]):
+                    return index
+        return None
+
+    def _window(self) -> tuple[int, int]:
+        """[low, high] seqs to check: found by chain position, then widened so that no record
+        can leave it by lying about its time (docs/verify.md, "Windows")."""
+        options, present = self.options, self.listing.present
+        overlap = options.max_overlap
+        low, high = 0, present[-1]
+        if options.since is not None:
+            since = options.since
+
+            def early(seq: int) -> bool:
+                started = self._time(seq)
+                return started is not None and started < since
+
+            first = self._first_not_before(early)
+
+            def well_before(seq: int) -> bool:
+                started = self._time(seq)
+                return started is not None and started < since - overlap and self._plausible(seq)
+
+            stop = self._scan(range(first - 1, -1, -1), well_before)
+            low = self._include_burned(present[stop] + 1 if stop is not None else 0)
+        if options.until is not None:
+            until = options.until
+
+            def before_until(seq: int) -> bool:
+                started = self._time(seq)
+                return started is None or started < until
+
+            first_after = self._first_not_before(before_until)
+
+            def well_after(seq: int) -> bool:
+                started = self._time(seq)
+                return started is not None and started >= until + overlap and self._plausible(seq)
+
+            stop = self._scan(range(first_after, len(present)), well_after)
+            if stop is not None:
+                high = present[stop] - 1
+        return low, high
+
+    def _plausible(self, seq: int) -> bool:
+        """Whether a slot's claimed start can bound the window: a record whose time is
+        inconsistent (before its predecessor's by more than the overlap, or after the store
+        wrote it) is a liar, and the window grows past it so that it gets checked."""
+        info = self.infos.get(seq)
+        if info is None or info.record is None or info.target is None or info.target >= seq:
+            return False
+        pred = None
+        if info.target >= 0:
+            self._load([info.target])
+            pred = self._neighbour(info.target)
+        problems = _guard(seq, "time", lambda: self._time_check(seq, info, pred))
+        return not problems
+
+    def _include_burned(self, low: int) -> int:
+        """Lower ``low`` to the predecessor of the first record in the window, so that the
+        slots it burned (skipped) are checked with it."""
+        first = next(iter(self.listing.between(low, self.listing.present[-1])), None)
+        if first is None:
+            return low
+        self._load([first])
+        info = self.infos.get(first)
+        if info is not None and info.target is not None and info.target + 1 < low:
+            return max(0, info.target + 1)
+        return low
+
+    # -- one batch of records ------------------------------------------------------------------
+    def _batch(self, seqs: list[int]) -> None:
+        self._load(seqs, records=True)
+        targets = {
+            self.infos[s].target
+            for s in seqs
+            if s in self.infos and self.infos[s].target is not None
+        }
+        preds = [t for t in targets if t is not None and t >= 0]
+        self._load(preds)
+        self._load_extras([*seqs, *preds])
+        for seq in seqs:
+            info = self.infos.get(seq)
+            if info is None:
+                continue
+            self.record_problems[seq] = self._check(seq, info)
+        self._artifacts(seqs)
+        for seq in [*seqs, *preds]:
+            info = self.infos.get(seq)
+            if info is not None:
+                info.record = None
+                info.fetched = info.fetched.without_data()
+
+    def _neighbour(self, seq: int) -> checks.Neighbour:
+        info = self.infos.get(seq)
+        if info is None:
+            return checks.Neighbour(seq, False, None, None)
+        link = info.link
+        return checks.Neighbour(
+            link.seq,
+            link.exists,
+            link.sha256,
+            link.signature,
+            link.parsed,
+            link.started_at,
+            link.finished_at,
+            self.superseded.get(seq, {}),
+        )
+
+    def _written(self, seq: int) -> dt.datetime | None:
+        winner = self.listing.slots[seq].winner
+        return winner.last_modified if winner is not None else None
+
+    def _time_check(self, seq: int, info: _Info, pred: checks.Neighbour | None) -> list[Problem]:
+        assert info.record is not None
+        return checks.time_problems(
             seq,
-            version.version_id,
-            walk.reader.fetch(version.key, version.version_id, keep=True).data,
+            info.record,
+            pred,
+            written=self._written(seq),
+            max_overlap=self.options.max_overlap,
         )
 
-    out: dict[int, dict[str, bytes | None]] = {}
-    for seq, version_id, data in parallel_map(read, targets, walk.options.parallelism):
-        out.setdefault(seq, {})[version_id] = data
-    return out
+    def _check(self, seq: int, info: _Info) -> list[Problem]:
+        """Every check of one record, each guarded: whatever fails is an error on ``seq``."""
+        self.checked.add(seq)
+        problems = list(info.problems)
+        record = info.record
+        if record is not None:
+            sha = info.fetched.sha256 or ""
+            target = info.target
+            pred = self._neighbour(target) if target is not None and target >= 0 else None
+            stream = self.options.stream
+            problems += _guard(seq, "schema", lambda: checks.schema_problems(seq, record))
+            problems += _guard(
+                seq,
+                "location",
+                lambda: checks.location_problems(seq, sha, record, stream, self.copies),
+            )
+            problems += _guard(seq, "prev", lambda: checks.link_problems(seq, record, pred))
+            problems += _guard(seq, "time", lambda: self._time_check(seq, info, pred))
+            verifier = self.options.verifier
+            if verifier is not None:
+                problems += _guard(
+                    seq,
+                    "signature",
+                    lambda: checks.signature_problems(seq, record, pred, verifier),
+                )
+            # Only a record that holds up as a link may vouch for what it skipped and pin
+            # what its run folder holds (a forged record must not make junk look pinned).
+            info.trusted = not any(p.severity is ERROR for p in problems)
+            if info.trusted and target is not None and target < seq:
+                self._note_burned(seq, target, info.burned)
+            if info.run_folder is not None:
+                self.referenced.add(info.run_folder)
+                if info.trusted:
+                    self.folders[info.run_folder] = seq
+        if info.fetched.state is not None and self.check_locks:
+            problems += [
+                error(Code.RETENTION, f"record: {text}", seq=seq)
+                for text in _guard_texts(
+                    seq, "retention", lambda: self._lock_texts(info.fetched, record)
+                )
+            ]
+        return problems
 
+    def _note_burned(self, seq: int, target: int, listed: Mapping[int, str | None]) -> None:
+        """The slots a record skipped: each is evidence of tampering, reported later."""
+        between = self.listing.between(target + 1, seq - 1)
+        self._load(between)
+        for slot in between:
+            self.burned_by[slot] = (seq, listed.get(slot), slot in listed)
 
-def _folders_of(extras: Mapping[str, bytes | None]) -> set[str]:
-    found = set()
-    for data in extras.values():
-        parsed = checks.parse_record(data)
-        if parsed is not None and parsed.get("run_folder"):
-            found.add(str(parsed["run_folder"]))
-    return found
-
-
-def _neighbour(
-    seq: int,
-    listing: layout.Layout,
-    records: Mapping[int, tuple[bytes | None, dict[str, Any] | None]],
-    superseded: Mapping[int, Mapping[str, bytes | None]],
-) -> checks.Neighbour:
-    data, record = records.get(seq, (None, None))
-    losers = {sha256_hex(d): vid for vid, d in superseded.get(seq, {}).items() if d is not None}
-    return checks.Neighbour(seq, sha256_hex(data) if data is not None else None, record, losers)
-
-
-def _lock_check(walk: _Walk, state: Any, record: Mapping[str, Any] | None) -> list[str]:
-    retention = record.get("retention") if record is not None else None
-    recorded = (
-        checks.moment(retention.get("retain_until")) if isinstance(retention, Mapping) else None
-    )
-    return checks.lock_problems(
-        state,
-        policy=walk.options.policy,
-        finished_at=checks.moment(record.get("finished_at")) if record is not None else None,
-        recorded_until=recorded,
-        min_remaining_days=walk.options.min_remaining_days,
-        now=walk.now,
-    )
-
-
-def _record_locks(
-    walk: _Walk,
-    records: Mapping[int, tuple[bytes | None, dict[str, Any] | None]],
-    window: list[int],
-) -> list[Problem]:
-    problems = []
-    for seq in window:
-        item = walk.record_reads.get(seq)
-        if item is None or item.state is None:
-            what = item.error if item is not None and item.error else "vanished while reading"
-            problems.append(error("unreadable", f"the record cannot be read: {what}", seq=seq))
-            continue
-        if walk.check_locks:
-            for text in _lock_check(walk, item.state, records[seq][1]):
-                problems.append(error("retention", f"record: {text}", seq=seq))
-    return problems
-
-
-def _artifacts(
-    walk: _Walk,
-    listing: layout.Layout,
-    records: Mapping[int, tuple[bytes | None, dict[str, Any] | None]],
-    window: list[int],
-    result: VerifyResult,
-) -> list[Problem]:
-    jobs: list[tuple[int, Any]] = []
-    for seq in window:
-        record = records[seq][1]
-        entries = record.get("artifacts") if record is not None else None
-        if record is not None and not isinstance(entries, list):
-            jobs.append((seq, None))
-            continue
-        for entry in entries or []:
-            jobs.append((seq, entry))
-
-    def read(job: tuple[int, Any]) -> Fetched | None:
-        entry = job[1]
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("key"), str):
-            return None
-        keep = entry.get("name") == IDENTITY_ARTIFACT
-        return walk.reader.fetch(str(entry["key"]), str(entry.get("version_id")), keep=keep)
-
-    fetched = parallel_map(read, jobs, walk.options.parallelism)
-    problems: list[Problem] = []
-    evidence: dict[int, bytes | None] = {}
-    pinned: dict[str, set[str]] = {}
-    bad_artifacts = 0
-    for (seq, entry), item in zip(jobs, fetched, strict=True):
-        record = records[seq][1]
-        assert record is not None
-        found = checks.artifact_problems(
-            entry, item, stream=walk.options.stream, run_folder=record.get("run_folder")
+    def _lock_texts(self, fetched: Fetched, record: Mapping[str, Any] | None) -> list[str]:
+        assert fetched.state is not None
+        retention = record.get("retention") if record is not None else None
+        recorded = (
+            checks.moment(retention.get("retain_until")) if isinstance(retention, Mapping) else None
         )
-        if item is not None and item.state is not None and walk.check_locks:
-            found += _lock_check(walk, item.state, record)
-        key = str(entry.get("key")) if isinstance(entry, Mapping) else "?"
-        name = entry.get("name") if isinstance(entry, Mapping) else "?"
-        if isinstance(entry, Mapping):
-            pinned.setdefault(key, set()).add(str(entry.get("version_id")))
+        return checks.lock_problems(
+            fetched.state,
+            policy=self.options.policy,
+            finished_at=checks.moment(record.get("finished_at")) if record is not None else None,
+            recorded_until=recorded,
+            min_remaining_days=self.options.min_remaining_days,
+            now=self.now,
+        )
+
+    # -- artifacts -----------------------------------------------------------------------------
+    def _artifacts(self, seqs: list[int]) -> None:
+        stream = self.options.stream
+        jobs: list[tuple[int, Any]] = []
+        for seq in seqs:
+            info = self.infos.get(seq)
+            record = info.record if info is not None else None
+            if record is None:
+                continue
+            entries = record.get("artifacts")
+            if not isinstance(entries, list):
+                jobs.append((seq, None))
+                continue
+            jobs.extend((seq, entry) for entry in entries)
+
+        def read(job: tuple[int, Any]) -> Fetched | None:
+            seq, entry = job
+            folder = self.infos[seq].run_folder
+            if not isinstance(entry, Mapping) or not isinstance(entry.get("key"), str):
+                return None
+            key = str(entry["key"])
+            if not checks.safe_key(key) or not key.startswith(f"{stream}/runs/{folder}/"):
+                return None  # never read what lies outside the record's own run folder
+            keep = EVIDENCE_LIMIT if entry.get("name") == IDENTITY_ARTIFACT else 0
+            return self.reader.fetch(key, str(entry.get("version_id")), keep=keep)
+
+        fetched = parallel_map(read, jobs, self.options.parallelism)
+        evidence: dict[int, bytes | None] = {}
+        for (seq, entry), item in zip(jobs, fetched, strict=True):
+            info = self.infos[seq]
+            record = info.record
+            found = _guard_texts(
+                seq,
+                "artifact",
+                functools.partial(self._artifact_texts, info, record, entry, item),
+            )
+            key = str(entry.get("key")) if isinstance(entry, Mapping) else None
+            name = str(entry.get("name")) if isinstance(entry, Mapping) else "?"
+            folder = info.run_folder if info.trusted else None
+            if isinstance(entry, Mapping) and folder is not None and key is not None:
+                self.pins.setdefault(folder, set()).add((key, str(entry.get("version_id"))))
             if name == IDENTITY_ARTIFACT and item is not None and not found:
                 evidence[seq] = item.data
-        problems.extend(error("artifact", f"{name}: {text}", seq=seq, key=key) for text in found)
-        bad_artifacts += 1 if found else 0
-    result.artifacts_total = len(jobs)
-    result.artifacts_valid = len(jobs) - bad_artifacts
-    problems.extend(layout.unreferenced_versions(listing, pinned))
-    problems.extend(_identity(walk, records, window, evidence))
-    return problems
-
-
-def _identity(
-    walk: _Walk,
-    records: Mapping[int, tuple[bytes | None, dict[str, Any] | None]],
-    window: list[int],
-    evidence: Mapping[int, bytes | None],
-) -> list[Problem]:
-    problems = []
-    for seq in window:
-        record = records[seq][1]
-        summary = record.get("identity") if record is not None else None
-        if not isinstance(summary, Mapping):
-            continue
-        if "unavailable" in summary:
-            problems.append(
-                warning("identity", f"no identity evidence: {summary['unavailable']}", seq=seq)
+            problems = self.record_problems.setdefault(seq, [])
+            problems.extend(
+                error(Code.ARTIFACT, f"{name[:80]}: {text}", seq=seq, key=key) for text in found
             )
-            continue
-        assert record is not None
-        for text in identity_problems(record, evidence.get(seq), walk.options.trusted_jwks):
-            problems.append(error("identity", text, seq=seq))
-    return problems
+            self.result.artifacts_total += 1
+            self.result.artifacts_valid += 0 if found else 1
+        for seq in seqs:
+            info = self.infos.get(seq)
+            if info is None or info.record is None:
+                continue
+            if info.run_folder is not None and info.trusted:
+                self.pins.setdefault(info.run_folder, set())
+            self.record_problems.setdefault(seq, []).extend(
+                self._identity(seq, info.record, evidence.get(seq))
+            )
 
-
-def _max_age(
-    walk: _Walk,
-    listing: layout.Layout,
-    records: Mapping[int, tuple[bytes | None, dict[str, Any] | None]],
-    present: list[int],
-) -> list[Problem]:
-    limit = walk.options.max_age
-    if limit is None or not present:
-        return []
-    head = present[-1]
-    record = records.get(head, (None, None))[1]
-    finished = checks.moment(record.get("finished_at")) if record is not None else None
-    winner = listing.slots[head].winner
-    when = finished or (winner.last_modified if winner is not None else None)
-    if when is None or walk.now - when <= limit:
-        return []
-    age = walk.now - when
-    return [
-        error(
-            "stale-head",
-            f"the newest record finished {_human(age)} ago, more than --max-age "
-            f"{_human(limit)}: records after it may have been truncated (or nothing ran)",
-            seq=head,
-            key=chain_key(walk.options.stream, head),
+    def _artifact_texts(
+        self, info: _Info, record: Mapping[str, Any] | None, entry: Any, item: Fetched | None
+    ) -> list[str]:
+        found = checks.artifact_problems(
+            entry, item, stream=self.options.stream, run_folder=info.run_folder
         )
-    ]
+        if item is not None and item.state is not None and self.check_locks:
+            found += self._lock_texts(item, record)
+        return found
+
+    def _identity(
+        self, seq: int, record: Mapping[str, Any], evidence: bytes | None
+    ) -> list[Problem]:
+        summary = record.get("identity")
+        if not isinstance(summary, Mapping):
+            return []
+        if "unavailable" in summary:
+            why = str(summary["unavailable"])[:300]
+            return [warning(Code.IDENTITY, f"no identity evidence: {why}", seq=seq)]
+        texts = _guard_texts(
+            seq,
+            "identity",
+            lambda: identity_problems(record, evidence, self.options.trusted_jwks),
+        )
+        return [error(Code.IDENTITY, text, seq=seq) for text in texts]
+
+    # -- after the batches -----------------------------------------------------------------
+    def _burned(self) -> None:
+        """Each slot a later record skipped is one ``burned`` error: its own findings are
+        folded into the message (they are why the writer skipped it)."""
+        for slot, (by, listed_sha, listed) in sorted(self.burned_by.items()):
+            info = self.infos.get(slot)
+            own = self.record_problems.pop(slot, [])
+            kept = [p for p in own if p.code in _SLOT_LEVEL or p.code is Code.RETENTION]
+            reasons = [p for p in own if p.severity is ERROR and p not in kept]
+            if info is None:
+                reasons.append(
+                    error(Code.UNREADABLE, "it holds no version that can be read", seq=slot)
+                )
+            why = reasons[0].message if reasons else "it looks valid to this verify"
+            if not listed:
+                what = f"written after seq {by} skipped it (seq {by} does not list it)"
+            elif info is not None and listed_sha != info.fetched.sha256:
+                what = f"holds other bytes than seq {by} saw when it skipped the slot"
+            else:
+                what = f"skipped by the writer of seq {by}"
+            message = f"burned slot: {what}; {why}"
+            if len(reasons) > 1:
+                message += f" (and {len(reasons) - 1} more finding(s))"
+            kept.append(error(Code.BURNED, message + ": evidence of tampering", seq=slot))
+            if self.low <= slot <= self.high:
+                self.record_problems[slot] = kept
+            else:
+                self.result.problems.extend(kept)
+
+    def _extra_versions(self) -> None:
+        by_seq: dict[int, list[_Extra]] = {}
+        for extra in self.extras:
+            if self.low <= extra.seq <= self.high:
+                by_seq.setdefault(extra.seq, []).append(extra)
+        for seq, extras in sorted(by_seq.items()):
+            problems = self.record_problems.setdefault(seq, [])
+            for extra in extras:
+                problems.extend(
+                    checks.extra_version_problems(
+                        seq, extra.version_id, extra.same_bytes, extra.run_folder, self.folders
+                    )
+                )
+
+    def _max_age(self) -> list[Problem]:
+        limit = self.options.max_age
+        with_record = [s for s in self.listing.present if self.listing.slots[s].winner]
+        if limit is None or not with_record:
+            return []
+        head = with_record[-1]
+        self._load([head])
+        info = self.infos.get(head)
+        finished = info.link.finished_at if info is not None else None
+        when = finished or self._written(head)
+        if when is None or self.now - when <= limit:
+            return []
+        age = self.now - when
+        return [
+            error(
+                Code.STALE_HEAD,
+                f"the newest record finished {_human(age)} ago, more than --max-age "
+                f"{_human(limit)}: records after it may have been truncated (or nothing ran)",
+                seq=head,
+                key=chain_key(self.options.stream, head),
+            )
+        ]
+
+
+def _internal(seq: int | None, what: str, exc: BaseException) -> Problem:
+    return error(
+        Code.INTERNAL,
+        f"{what} could not be checked: {type(exc).__name__}: {str(exc)[:200]} (the record "
+        "counts as invalid; re-run with -v for the traceback)",
+        seq=seq,
+        traceback=traceback.format_exc(),
+    )
+
+
+def _guard(seq: int, what: str, check: Callable[[], list[Problem]]) -> list[Problem]:
+    try:
+        return check()
+    except Exception as exc:
+        return [_internal(seq, what, exc)]
+
+
+def _guard_texts(seq: int, what: str, check: Callable[[], list[str]]) -> list[str]:
+    """Like ``_guard`` for checks that return texts; an exception becomes one text."""
+    try:
+        return check()
+    except Exception as exc:
+        return [f"{what} could not be checked: {type(exc).__name__}: {str(exc)[:200]}"]
+
+
+def _list_failed(exc: Exception, stream: str, uri: str) -> Problem:
+    from tfaudit_ci.errors import TfauditError
+    from tfaudit_ci.stores.s3_errors import describe
+
+    if isinstance(exc, TfauditError):
+        text = exc.diagnostics()
+    else:
+        summary, fix = describe(exc, f"listing stream {stream!r} in {uri}")
+        text = f"{summary} (fix: {fix})" if fix else summary
+    return error(
+        Code.LIST_FAILED,
+        f"nothing could be verified: {text}",
+        traceback="".join(traceback.format_exception(exc)),
+    )
 
 
 def _human(delta: dt.timedelta) -> str:
@@ -347,13 +664,3 @@ def _human(delta: dt.timedelta) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds}s"
-
-
-def _notes(walk: _Walk, result: VerifyResult) -> None:
-    verifier = walk.options.verifier
-    if verifier is None:
-        result.notes.append("signatures not checked (no --key, --public-key or --kms-key)")
-    else:
-        result.notes.append(f"signatures checked with {verifier.description}")
-    if not walk.check_locks:
-        result.notes.append(f"retention not checked: {walk.store.uri} is not WORM")

@@ -19,13 +19,10 @@ LONG_MATCH_CAP = 16384
 
 # PEM/PGP body characters through any line prefix: terraform's diagnostic box (│, U+2502 in
 # UTF-8), "| " body prefixes of trace logs, "#" comments, quotes, indentation and JSON-escaped
-# newlines (\n). A dash is only taken before a letter or digit, so the body stops right at the
-# "-----END" line. Armor headers ("Proc-Type: 4,ENCRYPTED", "Comment: https://…") are taken a
-# whole line at a time.
-_PEM_BODY = (
-    r"(?:[A-Za-z0-9+/=\\\r\n\t :,\"'#|]|\xe2\x94\x82|-[A-Za-z0-9]"
-    r"|[A-Z][A-Za-z-]{1,30}: [^\r\n]{0,200}[\r\n])"
-)
+# newlines (\n); "." and parentheses for armor headers ("Comment: https://gnupg.org",
+# "Version: GnuPG v2 (GNU/Linux)"). A dash is only taken before a letter or digit, so the body
+# stops right at the "-----END" line.
+_PEM_BODY = r"(?:[A-Za-z0-9+/=\\\r\n\t :,.()\"'#|]|\xe2\x94\x82|-[A-Za-z0-9])"
 _PEM_LABEL = r"[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 _PEM_END = rf"-----END{_PEM_LABEL}"
 _PEM = rf"-----BEGIN{_PEM_LABEL}{_PEM_BODY}*(?:{_PEM_END})?"
@@ -117,7 +114,7 @@ BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
     ("google-api-key", r"AIza[0-9A-Za-z_-]{35}", 39),
     (
         "google-oauth-token",
-        r"ya29\.[0-9A-Za-z_-]{20}[0-9A-Za-z_.-]*|1//0[0-9A-Za-z_-]{40}[0-9A-Za-z_-]*",
+        r"ya29\.[0-9A-Za-z_-]{20}[0-9A-Za-z_.-]*|1//0[0-9A-Za-z_-]{60}[0-9A-Za-z_-]*",
         LONG_MATCH_CAP,
     ),
     ("google-oauth-client-secret", r"GOCSPX-[0-9A-Za-z_-]{28}", 35),

@@ -50,8 +50,11 @@ _SECRET_KEY_SUFFIXES = (
     "LICENSE_KEY", "HMAC_KEY", "SSH_KEY", "DEPLOY_KEY", "SESSION_KEY", "STORAGE_KEY",
     "SUBSCRIPTION_KEY", "CONSUMER_KEY",
 )  # fmt: skip
-# AUTH as a word of the name (CONSUL_HTTP_AUTH, NPM_AUTH_TOKEN, OAUTH_…), never AUTHOR.
-_AUTH_WORD = re.compile(r"(?:^|_)O?AUTH(?:$|_|ORIZATION|KEY|TOKEN)")
+# Words of the name: AUTH (CONSUL_HTTP_AUTH, NPM_AUTH_TOKEN, OAUTH_…, never AUTHOR), and short
+# words that are only secret on their own (DB_PIN, SMTP_PASS; never PINNED or PASSENGER).
+_SECRET_SEGMENT = re.compile(
+    r"(?:^|_)(?:O?AUTH(?:$|_|ORIZATION|KEY|TOKEN)|(?:PIN|PASS|PASSCODE|OTP|CREDS)(?:$|_))"
+)
 # Names whose values are locations or identifiers, not credentials, even though they contain a
 # secret-looking word (ACTIONS_ID_TOKEN_REQUEST_URL, AWS_WEB_IDENTITY_TOKEN_FILE, …).
 _PUBLIC_SUFFIXES = (
@@ -75,7 +78,7 @@ def _named_secret(upper: str) -> bool:
         return True
     if upper in _PUBLIC_NAMES or upper.endswith(_PUBLIC_SUFFIXES):
         return False
-    if any(word in upper for word in _SECRET_WORDS) or _AUTH_WORD.search(upper):
+    if any(word in upper for word in _SECRET_WORDS) or _SECRET_SEGMENT.search(upper):
         return True
     return upper.endswith(_SECRET_KEY_SUFFIXES)
 

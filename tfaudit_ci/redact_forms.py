@@ -50,15 +50,19 @@ class Form:
         """RE2/Python-compatible regex for this form."""
         parts = [literal(bytes((byte,))) for byte in self.data]
         body = self.gap.join(parts) if self.gap else b"".join(parts)
-        if self.word and self.data[0] in _WORD:
-            body = rb"\b" + body
-        if self.word and self.data[-1] in _WORD:
-            body += rb"\b"
+        if self.word:
+            # Not next to a word character on either side: \b after a word character, \B
+            # (no boundary, so the neighbour is not one either) after any other.
+            body = _edge(self.data[0]) + body + _edge(self.data[-1])
         return body
 
     @property
     def max_len(self) -> int:
         return len(self.data) + max(len(self.data) - 1, 0) * self.gap_max
+
+
+def _edge(byte: int) -> bytes:
+    return rb"\b" if byte in _WORD else rb"\B"
 
 
 def literal(form: bytes) -> bytes:

@@ -18,11 +18,11 @@ LONG_MATCH_CAP = 16384
 # --- pieces ----------------------------------------------------------------------------------
 
 # PEM/PGP body characters through any line prefix: terraform's diagnostic box (│, U+2502 in
-# UTF-8), "| " body prefixes of trace logs, "#" comments, quotes, indentation and JSON-escaped
-# newlines (\n); "." and parentheses for armor headers ("Comment: https://gnupg.org",
-# "Version: GnuPG v2 (GNU/Linux)"). A dash is only taken before a letter or digit, so the body
-# stops right at the "-----END" line.
-_PEM_BODY = r"(?:[A-Za-z0-9+/=\\\r\n\t :,.()\"'#|]|\xe2\x94\x82|-[A-Za-z0-9])"
+# UTF-8, red by default: ANSI colour codes), "| " body prefixes of trace logs, "#" comments,
+# quotes, indentation and JSON-escaped newlines (\n); "." and parentheses for armor headers
+# ("Comment: https://gnupg.org", "Version: GnuPG v2 (GNU/Linux)"). A dash is only taken before
+# a letter or digit, so the body stops right at the "-----END" line.
+_PEM_BODY = r"(?:[A-Za-z0-9+/=\\\r\n\t :,.()\"'#|]|\xe2\x94\x82|-[A-Za-z0-9]|\x1b\[[0-9;]{0,8}m)"
 _PEM_LABEL = r"[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
 _PEM_END = rf"-----END{_PEM_LABEL}"
 _PEM = rf"-----BEGIN{_PEM_LABEL}{_PEM_BODY}*(?:{_PEM_END})?"
@@ -35,8 +35,22 @@ _QUOTE = r"(?:\\?[\"'])?"  # an optional quote, possibly JSON-escaped (\")
 _Q = r"\\?\""  # a JSON quote, possibly escaped inside a quoted log value
 _ASSIGN = r"[ \t]{0,4}(?:=>|[:=])[ \t]{0,4}"
 _COLON = r"[ \t]{0,4}:[ \t]{0,4}"
-# A JSON string's content: anything but a quote; escapes other than \" are taken whole.
-_JSON_VALUE = r"(?:[^\"\\]|\\[^\"])"
+
+
+def _json_pairs(
+    name: str, template: str, first: str = r"[^\"\\]"
+) -> tuple[tuple[str, str, int], ...]:
+    """A JSON ``"key": "value"`` shape twice: in plain JSON, where a value runs to its closing
+    quote with its escapes; and in JSON quoted inside a log value (``\\"key\\":\\"v\\"``), where
+    the closing quote is ``\\"``. ``template`` writes a quote as ``<q>`` and the value as
+    ``<value>``; ``first`` is the class of the value's first (unescaped) character."""
+    plain = rf"(?P<secret>(?:{first}|\\.)(?:[^\"\\]|\\.)*)"
+    escaped = rf"(?P<secret>(?:{first}|\\[^\"])(?:[^\"\\]|\\[^\"])*)"
+    return (
+        (name, template.replace("<q>", '"').replace("<value>", plain), LONG_MATCH_CAP),
+        (name, template.replace("<q>", r'\\"').replace("<value>", escaped), LONG_MATCH_CAP),
+    )
+
 
 # (name, source, max_len). Order is priority at equal start positions.
 BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
@@ -73,23 +87,15 @@ BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
     # SigV4: the Authorization header's Signature= and a presigned URL's X-Amz-Signature=.
     ("aws-sigv4-signature", r"(?i:signature)=(?P<secret>[0-9a-f]{64})", 74),
     # SSM GetParameter(s) of a SecureString: the decrypted "Value", either key order.
-    (
+    *_json_pairs(
         "aws-ssm-secure-string",
-        rf"{_Q}Type{_Q}{_COLON}{_Q}SecureString{_Q}[^{{}}]{{0,400}}{_Q}Value{_Q}{_COLON}{_Q}"
-        rf"(?P<secret>{_JSON_VALUE}+)",
-        LONG_MATCH_CAP,
+        rf"<q>Type<q>{_COLON}<q>SecureString<q>[^{{}}]{{0,400}}<q>Value<q>{_COLON}<q><value>",
     ),
-    (
+    *_json_pairs(
         "aws-ssm-secure-string",
-        rf"{_Q}Value{_Q}{_COLON}{_Q}(?P<secret>{_JSON_VALUE}+){_Q}[^{{}}]{{0,400}}{_Q}Type{_Q}"
-        rf"{_COLON}{_Q}SecureString",
-        LONG_MATCH_CAP,
+        rf"<q>Value<q>{_COLON}<q><value><q>[^{{}}]{{0,400}}<q>Type<q>{_COLON}<q>SecureString",
     ),
-    (
-        "aws-secrets-manager-value",
-        rf"{_Q}Secret(?:String|Binary){_Q}{_COLON}{_Q}(?P<secret>{_JSON_VALUE}+)",
-        LONG_MATCH_CAP,
-    ),
+    *_json_pairs("aws-secrets-manager-value", rf"<q>Secret(?:String|Binary)<q>{_COLON}<q><value>"),
     # --- source forges, chat, package registries ---------------------------------------------
     ("github-token", r"gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,251}", 262),
     (
@@ -147,7 +153,7 @@ BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
     ("grafana-token", r"glsa_[A-Za-z0-9]{32}_[0-9a-f]{8}", 46),
     ("grafana-token", r"glc_[A-Za-z0-9+/]{32}[A-Za-z0-9+/]*={0,2}", LONG_MATCH_CAP),
     ("newrelic-key", r"NRAK-[A-Z0-9]{27}", 32),
-    ("sentry-token", r"sntr[ysu]_[A-Za-z0-9+/=_-]{40}[A-Za-z0-9+/=_-]*", LONG_MATCH_CAP),
+    ("sentry-token", r"sntry[su]_[A-Za-z0-9+/=_-]{40}[A-Za-z0-9+/=_-]*", LONG_MATCH_CAP),
     ("linear-key", r"lin_api_[A-Za-z0-9]{40}", 48),
     ("pulumi-token", r"pul-[0-9a-f]{40}", 44),
     ("heroku-key", r"HRKU-[A-Za-z0-9_-]{58,60}", 65),
@@ -179,12 +185,13 @@ BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
         r"(?P<secret>[^\s\"'\]\[*][^\r\n\"'\]]*)",
         LONG_MATCH_CAP,
     ),
-    (
+    # "password": "…" and the like; never terraform's own "(sensitive value)", a "*****" mask
+    # or a "-----BEGIN" (the private-key shape takes a PEM value whole).
+    *_json_pairs(
         "json-secret",
-        rf"{_Q}(?i:password|passwd|pwd|passphrase|secret|client_secret|clientsecret|api_key"
-        rf"|apikey|access_token|refresh_token|auth_token|private_key|token){_Q}{_COLON}{_Q}"
-        rf"(?P<secret>[^\"\\(\s*-]{_JSON_VALUE}*)",
-        LONG_MATCH_CAP,
+        r"<q>(?i:password|passwd|pwd|passphrase|secret|client_secret|clientsecret|api_key|apikey"
+        rf"|access_token|refresh_token|auth_token|private_key|token)<q>{_COLON}<q><value>",
+        first=r"[^\"\\(\s*-]",
     ),
     (
         "kubeconfig-key-data",

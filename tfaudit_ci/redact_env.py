@@ -142,29 +142,29 @@ def value_secrets(rule: str, value: str, warnings: list[str], label: str) -> lis
     return [Secret(rule, item) for item in values if len(item.strip()) >= MIN_WORD_LENGTH]
 
 
+def input_variable_secrets(
+    rule: str, name: str, value: str, warnings: list[str], label: str
+) -> list[Secret]:
+    """A terraform input variable's value (``TF_VAR_name``, ``-var name=…``): registered, except
+    a plain number or boolean of a variable whose name holds no secret word (a count or a
+    feature flag cannot be a credential, and as a whole word "3" or "true" would redact half of
+    a trace log)."""
+    if not _named_secret(name.upper()) and _PLAIN_SCALAR.fullmatch(value.strip()):
+        return []
+    return value_secrets(rule, value, warnings, label)
+
+
 def env_secrets(
     env: Mapping[str, str], extra_names: Sequence[str] = ()
 ) -> tuple[list[Secret], list[str]]:
-    """The registered secrets of an environment, and warnings about the ones cut short.
-
-    ``TF_VAR_*`` values are all registered, except plain numbers and booleans of variables
-    whose name holds no secret word (a count or a feature flag cannot be a credential, and as a
-    whole word "3" or "true" would redact half of a trace log).
-    """
+    """The registered secrets of an environment, and warnings about the ones cut short."""
     forced = set(extra_names)
     secrets: list[Secret] = []
     warnings: list[str] = []
     for name in sorted(env):
-        if not (name in forced or is_secret_env_name(name)):
-            continue
-        value = env[name]
-        upper = name.upper()
-        if (
-            name not in forced
-            and upper.startswith("TF_VAR_")
-            and not _named_secret(upper[7:])
-            and _PLAIN_SCALAR.fullmatch(value.strip())
-        ):
-            continue
-        secrets += value_secrets(f"env:{name}", value, warnings, f"the value of {name}")
+        if name not in forced and name.upper().startswith("TF_VAR_"):
+            label = f"the value of {name}"
+            secrets += input_variable_secrets(f"env:{name}", name[7:], env[name], warnings, label)
+        elif name in forced or is_secret_env_name(name):
+            secrets += value_secrets(f"env:{name}", env[name], warnings, f"the value of {name}")
     return secrets, warnings

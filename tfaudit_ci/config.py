@@ -92,6 +92,7 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "redact": _as_str_list,
     "signing-key": _as_str,
     "upload-plan-file": _as_bool,
+    "store-state-output": _as_bool,
     "endpoint-url": _as_str,
     "region": _as_str,
     "work-dir": _as_str,
@@ -120,6 +121,7 @@ class Config:
     redact: list[str] = field(default_factory=list)
     signing_key: str | None = None
     upload_plan_file: bool = False
+    store_state_output: bool = False  # keep (redacted) the stdout of `output`, `state pull`...
     endpoint_url: str | None = None
     region: str | None = None
     work_dir: str | None = None

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tfaudit_ci import errors
+from tfaudit_ci import errors, secondpass
 from tfaudit_ci.chain import Chain
 from tfaudit_ci.commands.run import default_work_dir
 from tfaudit_ci.config import Config
@@ -83,6 +83,7 @@ def recover_one(spool: Path, config: Config, env: Mapping[str, str]) -> dict[str
     existing = already_recorded(store, stream, run_folder)
     if existing is None:
         merge_tails(spool / LOG_FILE)  # the output a killed run still held in memory
+        passed = secondpass.apply(spool, env, live=False)  # or the log is withheld (issue 13)
         artifacts = [
             Artifact(name, spool / name, file_digests(spool / name))
             for name in (LOG_FILE, PLAN_FILE, IDENTITY_ARTIFACT)
@@ -104,6 +105,7 @@ def recover_one(spool: Path, config: Config, env: Mapping[str, str]) -> dict[str
             "plan": None,
             "redactions": {},
             "identity": state.get("identity"),
+            **passed.record_fields(),
         }
         options = config.store_options()
         shipment = ship_record(

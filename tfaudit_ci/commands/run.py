@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from tfaudit_ci import errors
+from tfaudit_ci import errors, secondpass
 from tfaudit_ci.capture import PlanCapture, capture_plan, sha256_file, tool_version, workspace
 from tfaudit_ci.ci import CiInfo, default_stream, detect, sanitize_stream
 from tfaudit_ci.config import Config
 from tfaudit_ci.errors import ConfigError, PreflightError, TfauditError
 from tfaudit_ci.record import iso, run_folder_name, utc_now
-from tfaudit_ci.redact import RuleSet, build_rules, redact_text
+from tfaudit_ci.redact import RuleSet
+from tfaudit_ci.redact_run import redact_command, run_rules, stdout_policy
 from tfaudit_ci.result import PlanCounts, RunResult
 from tfaudit_ci.runner import Outcome, run_streaming
 from tfaudit_ci.ship import Artifact, ship_record
@@ -57,12 +58,6 @@ def checked_stream(stream: str) -> str:
             fix="use letters, digits, '.', '_', '-' in segments joined by '/'",
         )
     return stream
-
-
-def split_redact(entries: Sequence[str]) -> tuple[list[str], list[str]]:
-    patterns = [e for e in entries if not e.startswith("env:")]
-    names = [e.removeprefix("env:") for e in entries if e.startswith("env:")]
-    return patterns, names
 
 
 def preflight(store: Store, config: Config, console: Console) -> PreflightReport:
@@ -129,8 +124,7 @@ def execute(
 
     ci: CiInfo = detect(env, cwd=cwd)
     stream = checked_stream(config.stream) if config.stream else default_stream(ci, cwd, env=env)
-    patterns, names = split_redact(config.redact)
-    rules = build_rules(env, extra_patterns=patterns, extra_env_names=names)
+    rules = run_rules(command, env, config.redact)
     inv = parse_invocation(command, cwd=cwd, env=env)
     signer = make_signer(config.signing_key, env)
 
@@ -155,7 +149,19 @@ def execute(
     run_folder = run_folder_name(started, ci.run_id, ci.attempt)
     work_dir = Path(config.work_dir) if config.work_dir else default_work_dir(env, cwd)
     spool_dir = make_spool_dir(work_dir, run_folder)
-    redacted_argv = [redact_text(arg, rules)[0] for arg in command]
+    redacted_argv = redact_command(command, rules)
+    policy = stdout_policy(inv, config.store_state_output)
+    secondpass.begin(
+        spool_dir,
+        inv,
+        cwd,
+        env,
+        started_at=started,
+        stdout_withheld=policy.withheld,
+        state_output=policy.state_output,
+    )
+    for warning in rules.warnings:
+        console.messages.write(f"tfaudit: warning: {warning}\n")
     base: dict[str, Any] = {
         "store": store.uri,
         "stream": stream,
@@ -259,6 +265,8 @@ def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
             ruleset=ctx.rules,
             stdout=ctx.console.stdout,
             stderr=ctx.console.stderr,
+            withhold_stdout=stdout_policy(ctx.inv, ctx.config.store_state_output).withheld
+            is not None,
         )
     except ConfigError:
         # The command never started: nothing ran, so there is nothing to ship or recover.
@@ -279,9 +287,23 @@ def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
         status=status, exit_code=outcome.exit_code, finished_at=iso(outcome.finished_at)
     )
     write_json(ctx.spool_dir / STATE_FILE, ctx.state)
+    secondpass.after_command(ctx.spool_dir, stdout_bytes=outcome.stdout_withheld_bytes)
 
     capture = _capture(ctx.inv, outcome, ctx.env, ctx.cwd, ctx.rules)
-    artifacts = [Artifact("output.log", ctx.spool_dir / LOG_FILE, log_digests)]
+    # The second pass (issue 13): what the plan marks sensitive leaves the log, or the log stays.
+    planned = capture if capture is not None and capture.json_bytes is not None else None
+    passed = secondpass.apply(
+        ctx.spool_dir, ctx.env, sensitive=planned.sensitive if planned else None, live=True
+    )
+    for message in passed.messages():
+        ctx.console.messages.write(f"tfaudit: warning: {message}\n")
+    outcome.redactions.update(passed.record.redactions)
+    artifacts = []
+    if not passed.log_withheld:
+        digests = passed.log_digests or log_digests
+        artifacts.append(Artifact("output.log", ctx.spool_dir / LOG_FILE, digests))
+    else:
+        result.log_path = None
     if capture is not None and capture.json_bytes is not None:
         (ctx.spool_dir / PLAN_FILE).write_bytes(capture.json_bytes)
         artifacts.append(
@@ -321,6 +343,7 @@ def _run_and_ship(ctx: RunContext, result: RunResult) -> RunResult:
         "plan": capture.record_fields() if capture else None,
         "redactions": dict(outcome.redactions),
         "identity": identity,
+        **passed.record_fields(),
     }
     # Should this process die while shipping, `tfaudit recover` finds all it needs here.
     ctx.state.update(tool=fields["tool"], workspace=fields["workspace"])

@@ -173,10 +173,13 @@ def test_command_line_values_stay_out_of_record_log_and_spool(
     )
     tf_init(terraform, work, env)
     argv_secret, env_secret = "ArgvDbPassw0rd-19f3", "EnvArgsToken-aa71c2"
+    summary = tmp_path / "step-summary.md"
     env = {
         **run_env(env, s3_server, tmp_path),
         "TF_LOG": "trace",
         "TF_CLI_ARGS_plan": f"-var=api_token={env_secret}",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_STEP_SUMMARY": str(summary),
     }
     command = [str(terraform), "plan", "-input=false", "-var", f"db_password={argv_secret}"]
     proc = tfaudit(["run", *store_args(lock_bucket), *RUN[1:], *command], env=env, cwd=work)
@@ -186,7 +189,11 @@ def test_command_line_values_stay_out_of_record_log_and_spool(
     (record,), _ = stored_blobs(s3_server, lock_bucket)
     assert record["command"][-1] == "db_password=[REDACTED:var]"  # the name stays
     assert record["redaction"]["trace_log"] == "TF_LOG=TRACE"
-    assert b"TF_LOG=TRACE" in proc.stderr  # the warning that trace is redacted by shape only
+    # The warning that trace output is redacted by shape only: on the console and the summary.
+    assert b"TF_LOG=TRACE: the log holds provider requests" in proc.stderr
+    assert "> [!WARNING]\n> TF_LOG=TRACE: the log holds provider" in summary.read_text()
+    for secret in (argv_secret, env_secret):  # GitHub masks them in its own log too
+        assert f"::add-mask::{secret}".encode() in proc.stdout
 
 
 @pytest.fixture

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_chain, bench_overhead, bench_pipeline, bench_stream, bench_verify
+from bench import (
+    bench_chain,
+    bench_overhead,
+    bench_pipeline,
+    bench_redact,
+    bench_stream,
+    bench_verify,
+)
 from bench.common import BenchError, Figure, markdown_table
 from tests.servers import S3Server, start_moto
 
@@ -70,3 +77,8 @@ def test_verify_smoke(tmp_path: Path) -> None:
             pytest.skip("tfaudit verify is not in this build yet (issue 3)")
         raise
     _check(figures, bench_verify.BENCH)
+
+
+def test_second_pass_smoke(tmp_path: Path) -> None:
+    (figure,) = _check(bench_redact.run(bench_redact.SMOKE, tmp_path), bench_redact.BENCH).values()
+    assert "second pass" in figure.metric

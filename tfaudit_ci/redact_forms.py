@@ -48,7 +48,7 @@ class Form:
 
     def source(self) -> bytes:
         """RE2/Python-compatible regex for this form."""
-        parts = [literal(bytes((byte,))) for byte in self.data]
+        parts = map(_ESCAPED.__getitem__, self.data)
         body = self.gap.join(parts) if self.gap else b"".join(parts)
         if self.word:
             # Not next to a word character on either side: \b after a word character, \B
@@ -65,12 +65,16 @@ def _edge(byte: int) -> bytes:
     return rb"\b" if byte in _WORD else rb"\B"
 
 
+# Each byte as a regex Python and RE2 read alike (re.escape's "\\<newline>" is not valid RE2).
+_ESCAPED = tuple(
+    bytes((byte,)) if chr(byte).isalnum() and byte < 128 else b"\\x%02x" % byte
+    for byte in range(256)
+)
+
+
 def literal(form: bytes) -> bytes:
-    """A regex for exactly ``form`` that Python and RE2 read alike (re.escape's "\\<newline>"
-    is not valid RE2)."""
-    return b"".join(
-        bytes((byte,)) if chr(byte).isalnum() and byte < 128 else b"\\x%02x" % byte for byte in form
-    )
+    """A regex for exactly ``form``."""
+    return b"".join(map(_ESCAPED.__getitem__, form))
 
 
 def normalized(matched: bytes) -> tuple[bytes, ...]:
@@ -143,17 +147,18 @@ def secret_forms(value: str, *, full: bool = True) -> tuple[Form, ...]:
     """The forms of a registered secret that are redacted, longest first (none if too short).
 
     ``full=False`` (sensitive values a plan reveals, which terraform prints itself) keeps the
-    forms terraform and its providers print: raw (with ANSI codes), escaped, URL-encoded and
-    base64; it drops hex, UTF-16, base64 of base64 and wrapped base64, which keeps the second
-    pass fast for plans with thousands of sensitive values.
+    forms terraform and its providers print: raw, escaped, URL-encoded and base64; it drops
+    ANSI codes inside the value (terraform colours around values, not inside them), hex,
+    UTF-16, base64 of base64 and wrapped base64. Gap-tolerant forms of thousands of values
+    would outgrow RE2's DFA budget and fall back to its NFA, ~100x slower.
     """
     length = len(value)
     if length < MIN_WORD_LENGTH:
         return ()
     raw = value.encode("utf-8", "surrogateescape")
     ansi = Form(raw, _ANSI_GAP, _ANSI_GAP_MAX, word=length < MIN_SECRET_LENGTH)
-    if len(raw) > GAP_MAX_FORM:
-        ansi = Form(raw)
+    if len(raw) > GAP_MAX_FORM or not full:
+        ansi = Form(raw, word=length < MIN_SECRET_LENGTH)
     plain = _escaped_forms(value) | _percent_forms(raw)
     if length < MIN_SECRET_LENGTH:
         words = {data: Form(data, word=True) for data in plain}

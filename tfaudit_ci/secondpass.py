@@ -32,7 +32,6 @@ the record says so with its size and the reason, and the file stays in the spool
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Mapping
@@ -44,7 +43,7 @@ from tfaudit_ci.capture import sha256_file, show_json
 from tfaudit_ci.plan import analyze_plan
 from tfaudit_ci.redact import RuleSet, Secret, StreamRedactor, build_rules, secret_rules
 from tfaudit_ci.redact_forms import MIN_SECRET_LENGTH, MIN_WORD_LENGTH
-from tfaudit_ci.spool import LOG_FILE, read_json, write_json
+from tfaudit_ci.spool import LOG_FILE, HashingWriter, read_json, write_json
 from tfaudit_ci.stores.base import Digests
 from tfaudit_ci.tfargs import TfInvocation
 
@@ -360,40 +359,40 @@ def _obtain(
     return analyze_plan(shown).sensitive, "plan", "sensitive values of the plan"
 
 
-class _HashingFile:
-    """Writes to a file and keeps the digests a store's read-back needs."""
-
-    def __init__(self, handle: Any) -> None:
-        self.handle = handle
-        self.sha = hashlib.sha256()
-        self.md5 = hashlib.md5(usedforsecurity=False)
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        if data:
-            self.handle.write(data)
-            self.sha.update(data)
-            self.md5.update(data)
-            self.size += len(data)
-
-    def digests(self) -> Digests:
-        return Digests(self.sha.hexdigest(), self.md5.hexdigest(), self.size)
+def _scan_counts(path: Path, ruleset: RuleSet) -> Counter[str]:
+    """What redacting ``path`` would replace, without writing anything."""
+    redactor = StreamRedactor(ruleset)
+    with path.open("rb") as source:
+        for chunk in iter(lambda: source.read(CHUNK), b""):
+            redactor.feed(chunk)
+    redactor.flush()
+    return redactor.counts
 
 
-def redact_file(path: Path, ruleset: RuleSet) -> tuple[Digests, Counter[str]]:
+def redact_file(path: Path, ruleset: RuleSet) -> tuple[Digests | None, Counter[str]]:
     """Redact ``path`` in place, streamed in constant memory; crash-safe (the old file stays
-    until the new one is complete and synced). Returns the new file's digests and the counts."""
+    until the new one is complete and synced). Returns the new file's digests (None: nothing
+    matched, the file is untouched) and the counts.
+
+    Most logs hold none of the plan's sensitive values (terraform masks what it marks), so a
+    read-only scan comes first; the file is rewritten (written and hashed on the spool
+    writer's own thread, beside the redaction) only when something matched."""
+    if not _scan_counts(path, ruleset):
+        return None, Counter()
     redactor = StreamRedactor(ruleset)
     tmp = path.with_name(f"{path.name}.pass-{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    writer = HashingWriter(tmp)
     try:
-        with path.open("rb") as source, tmp.open("wb") as handle:
-            target = _HashingFile(handle)
+        with path.open("rb") as source:
             for chunk in iter(lambda: source.read(CHUNK), b""):
-                target.write(redactor.feed(chunk))
-            target.write(redactor.flush())
-            handle.flush()
-            os.fsync(handle.fileno())
+                writer.write(redactor.feed(chunk))
+            writer.write(redactor.flush())
+        digests = writer.close()  # flushed and fsynced
+        if writer.error is not None:
+            raise writer.error
         os.replace(tmp, path)
     finally:
+        writer.close()
         tmp.unlink(missing_ok=True)
-    return target.digests(), redactor.counts
+    return digests, redactor.counts

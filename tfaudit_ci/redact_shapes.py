@@ -52,6 +52,67 @@ def _json_pairs(
     )
 
 
+# Tokens with a vendor's published prefix and format, one per line: name, max_len ("open": an
+# open-ended body, cut at LONG_MATCH_CAP), the RE2 pattern (the rest of the line). Some patterns
+# leave a public part readable: the bot id of a Telegram token, the id before ".atlasv1.", the
+# three characters before an Entra secret's digit (a leading sliding window would cost the DFA
+# its speed), the Slack webhook's host.
+_VENDOR_TOKENS = r"""
+github-token               262  gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,251}
+gitlab-token               256  (?:glpat|gldt|glrt|glptt|glcbt)-[A-Za-z0-9_-]{20,250}
+gitlab-token               258  (?:glft|glimt|glsoat|gloas|glagent)-[A-Za-z0-9_-]{20,250}
+bitbucket-token            104  ATBB[A-Za-z0-9_=.-]{32,100}
+atlassian-token            open ATATT3[A-Za-z0-9_=-]{100}[A-Za-z0-9_=-]*
+slack-token                257  xox[baprse]-[A-Za-z0-9-]{10,250}|xapp-[0-9]-[A-Za-z0-9-]{10,250}
+slack-webhook              154  https://hooks\.slack\.com/(?:services|workflows|triggers)/(?P<secret>[A-Za-z0-9/_-]{20,120})
+npm-token                  40   npm_[A-Za-z0-9]{36}
+pypi-token                 open pypi-AgE[A-Za-z0-9_-]{60}[A-Za-z0-9_-]*
+rubygems-token             57   rubygems_[0-9a-f]{48}
+telegram-bot-token         37   [0-9]:AA(?P<secret>[0-9A-Za-z_-]{33})
+google-api-key             39   AIza[0-9A-Za-z_-]{35}
+google-oauth-token         open ya29\.[0-9A-Za-z_-]{20}[0-9A-Za-z_.-]*
+google-oauth-token         open 1//0[0-9A-Za-z_-]{60}[0-9A-Za-z_-]*
+google-oauth-client-secret 35   GOCSPX-[0-9A-Za-z_-]{28}
+azure-ad-client-secret     37   [0-9]Q~[A-Za-z0-9_~.-]{31,34}
+azure-account-key          213  AccountKey=(?P<secret>[A-Za-z0-9+/]{20,200}={0,2})
+azure-account-key          218  SharedAccessKey=(?P<secret>[A-Za-z0-9+/]{20,200}={0,2})
+azure-sas-signature        125  [?&](?i:sig)=(?P<secret>[A-Za-z0-9%+/=]{16,120})
+digitalocean-token         71   do[por]_v1_[a-f0-9]{64}
+stripe-key                 255  (?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,247}
+stripe-key                 70   whsec_[A-Za-z0-9+/=]{32,64}
+sendgrid-key               69   SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}
+twilio-api-key             34   \bSK[0-9a-fA-F]{32}\b
+mailgun-key                36   \bkey-[0-9a-f]{32}\b
+square-token               50   sq0(?:csp|atp)-[0-9A-Za-z_-]{22,43}
+shopify-token              38   shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}
+openai-key                 open sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20}[A-Za-z0-9_-]*
+openai-key                 51   sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}
+anthropic-key              open sk-ant-(?:api|admin|oat|ort)[0-9]{2}-[A-Za-z0-9_-]{20}[A-Za-z0-9_-]*
+huggingface-token          37   \bhf_[A-Za-z]{34}\b
+databricks-token           38   dapi[0-9a-f]{32}(?:-[0-9])?
+doppler-token              53   dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}
+postman-key                64   PMAK-[0-9a-f]{24}-[0-9a-f]{34}
+grafana-token              46   glsa_[A-Za-z0-9]{32}_[0-9a-f]{8}
+grafana-token              open glc_[A-Za-z0-9+/]{32}[A-Za-z0-9+/]*={0,2}
+newrelic-key               32   NRAK-[A-Z0-9]{27}
+sentry-token               open sntry[su]_[A-Za-z0-9+/=_-]{40}[A-Za-z0-9+/=_-]*
+linear-key                 48   lin_api_[A-Za-z0-9]{40}
+pulumi-token               44   pul-[0-9a-f]{40}
+heroku-key                 65   HRKU-[A-Za-z0-9_-]{58,60}
+vault-token                open hv[sbr]\.[A-Za-z0-9_-]{24}[A-Za-z0-9_-]*|\bs\.[A-Za-z0-9]{24}\b
+terraform-cloud-token      79   \.atlasv1\.(?P<secret>[A-Za-z0-9_=-]{60,70})
+age-secret-key             74   AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}
+"""
+
+
+def _table(text: str) -> tuple[tuple[str, str, int], ...]:
+    rows = []
+    for line in text.strip().splitlines():
+        name, reach, source = line.split(None, 2)
+        rows.append((name, source, LONG_MATCH_CAP if reach == "open" else int(reach)))
+    return tuple(rows)
+
+
 # (name, source, max_len). Order is priority at equal start positions.
 BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
     (PEM_RULE, _PEM, LONG_MATCH_CAP),
@@ -94,77 +155,7 @@ BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
         rf"<q>Value<q>{_COLON}<q><value><q>[^{{}}]{{0,400}}<q>Type<q>{_COLON}<q>SecureString",
     ),
     *_json_pairs("aws-secrets-manager-value", rf"<q>Secret(?:String|Binary)<q>{_COLON}<q><value>"),
-    # --- source forges, chat, package registries ---------------------------------------------
-    ("github-token", r"gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,251}", 262),
-    (
-        "gitlab-token",
-        r"(?:glpat|gldt|glrt|glptt|glcbt|glft|glimt|glsoat|gloas|glagent)-[A-Za-z0-9_-]{20,250}",
-        258,
-    ),
-    ("bitbucket-token", r"ATBB[A-Za-z0-9_=.-]{32,100}", 104),
-    ("atlassian-token", r"ATATT3[A-Za-z0-9_=-]{100}[A-Za-z0-9_=-]*", LONG_MATCH_CAP),
-    ("slack-token", r"xox[baprse]-[A-Za-z0-9-]{10,250}|xapp-[0-9]-[A-Za-z0-9-]{10,250}", 257),
-    (
-        "slack-webhook",
-        r"https://hooks\.slack\.com/(?:services|workflows|triggers)/(?P<secret>[A-Za-z0-9/_-]{20,120})",
-        154,
-    ),
-    ("npm-token", r"npm_[A-Za-z0-9]{36}", 40),
-    ("pypi-token", r"pypi-AgE[A-Za-z0-9_-]{60}[A-Za-z0-9_-]*", LONG_MATCH_CAP),
-    ("rubygems-token", r"rubygems_[0-9a-f]{48}", 57),
-    # The bot's numeric id stays readable: anchoring on it would make the DFA count digits.
-    ("telegram-bot-token", r"[0-9]:AA(?P<secret>[0-9A-Za-z_-]{33})", 37),
-    # --- cloud and SaaS APIs ------------------------------------------------------------------
-    ("google-api-key", r"AIza[0-9A-Za-z_-]{35}", 39),
-    (
-        "google-oauth-token",
-        r"ya29\.[0-9A-Za-z_-]{20}[0-9A-Za-z_.-]*|1//0[0-9A-Za-z_-]{60}[0-9A-Za-z_-]*",
-        LONG_MATCH_CAP,
-    ),
-    ("google-oauth-client-secret", r"GOCSPX-[0-9A-Za-z_-]{28}", 35),
-    # The three characters before the digit stay: a leading sliding window costs DFA speed.
-    ("azure-ad-client-secret", r"[0-9]Q~[A-Za-z0-9_~.-]{31,34}", 37),
-    (
-        "azure-account-key",
-        r"(?:AccountKey|SharedAccessKey)=(?P<secret>[A-Za-z0-9+/]{20,200}={0,2})",
-        218,
-    ),
-    ("azure-sas-signature", r"[?&](?i:sig)=(?P<secret>[A-Za-z0-9%+/=]{16,120})", 125),
-    ("digitalocean-token", r"do[por]_v1_[a-f0-9]{64}", 71),
-    ("stripe-key", r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,247}|whsec_[A-Za-z0-9+/=]{32,64}", 255),
-    ("sendgrid-key", r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}", 69),
-    ("twilio-api-key", r"\bSK[0-9a-fA-F]{32}\b", 34),
-    ("mailgun-key", r"\bkey-[0-9a-f]{32}\b", 36),
-    ("square-token", r"sq0(?:csp|atp)-[0-9A-Za-z_-]{22,43}", 50),
-    ("shopify-token", r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}", 38),
-    ("openai-key", r"sk-(?:proj|svcacct|admin)-[A-Za-z0-9_-]{20}[A-Za-z0-9_-]*", LONG_MATCH_CAP),
-    ("openai-key", r"sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}", 51),
-    (
-        "anthropic-key",
-        r"sk-ant-(?:api|admin|oat|ort)[0-9]{2}-[A-Za-z0-9_-]{20}[A-Za-z0-9_-]*",
-        LONG_MATCH_CAP,
-    ),
-    ("huggingface-token", r"\bhf_[A-Za-z]{34}\b", 37),
-    ("databricks-token", r"dapi[0-9a-f]{32}(?:-[0-9])?", 38),
-    ("doppler-token", r"dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}", 53),
-    ("postman-key", r"PMAK-[0-9a-f]{24}-[0-9a-f]{34}", 64),
-    ("grafana-token", r"glsa_[A-Za-z0-9]{32}_[0-9a-f]{8}", 46),
-    ("grafana-token", r"glc_[A-Za-z0-9+/]{32}[A-Za-z0-9+/]*={0,2}", LONG_MATCH_CAP),
-    ("newrelic-key", r"NRAK-[A-Z0-9]{27}", 32),
-    ("sentry-token", r"sntry[su]_[A-Za-z0-9+/=_-]{40}[A-Za-z0-9+/=_-]*", LONG_MATCH_CAP),
-    ("linear-key", r"lin_api_[A-Za-z0-9]{40}", 48),
-    ("pulumi-token", r"pul-[0-9a-f]{40}", 44),
-    ("heroku-key", r"HRKU-[A-Za-z0-9_-]{58,60}", 65),
-    # --- HashiCorp ---------------------------------------------------------------------------
-    (
-        "vault-token",
-        r"hv[sbr]\.[A-Za-z0-9_-]{24}[A-Za-z0-9_-]*|\bs\.[A-Za-z0-9]{24}\b",
-        LONG_MATCH_CAP,
-    ),
-    # <14-character token id>.atlasv1.<secret>: the id stays readable.
-    ("terraform-cloud-token", r"\.atlasv1\.(?P<secret>[A-Za-z0-9_=-]{60,70})", 79),
-    # --- keys ---------------------------------------------------------------------------------
-    ("age-secret-key", r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}", 74),
+    *_table(_VENDOR_TOKENS),
     ("jwt", rf"eyJ{_B64URL}{{4,}}\.{_B64URL}{{4,}}\.{_B64URL}*", LONG_MATCH_CAP),
     # --- credentials in context ---------------------------------------------------------------
     # scheme://user:PASSWORD@host (postgres://, https:// basic auth, amqp://, redis://...).

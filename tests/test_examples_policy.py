@@ -32,7 +32,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
 from tests.aws_mirror import aws_cli_config, require_aws_mirror
-from tests.servers import S3Server, start_moto
+from tests.servers import S3Server, make_lock_bucket, start_moto
 from tests.tfaudit_proc import chain_records, tfaudit
 from tests.tfhelpers import isolated_env, pinned_terraform, terraform_on_path
 
@@ -270,9 +270,10 @@ def test_plan_apply_workflow_gives_pull_requests_their_own_role_and_stream() -> 
         assert not step["with"]["stream"].startswith("pr/")
 
 
-# start_moto's readiness probe, then: the bucket, its lock configuration, two users, their
-# policies, their access keys. Every later request is checked against IAM.
-_IAM_SETUP_REQUESTS = 1 + 2 + 2 * 3
+# start_moto's readiness probe, then: the locked bucket (make_lock_bucket: 3 requests), then a
+# user, its policy and its access key for each role. Every later request is checked by IAM.
+_ROLES = {"apply": "writer.json.tftpl", "pr-plan": "pr-writer.json.tftpl"}
+_IAM_SETUP_REQUESTS = 1 + 3 + 3 * len(_ROLES)
 _MOTO_BUCKET = "pr-policy-audit"
 
 
@@ -295,30 +296,34 @@ def _moto_policy(template: str) -> str:
     return json.dumps(policy)
 
 
+def _s3(server: S3Server, key_id: str, secret: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=server.region,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+
+
 @pytest.fixture
 def iam_moto(tmp_path: Path) -> Iterator[tuple[S3Server, dict[str, dict[str, str]]]]:
+    """moto enforcing IAM, a locked bucket, and one IAM user (with its keys) per role."""
     server = start_moto(
         tmp_path / "moto", extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_IAM_SETUP_REQUESTS)}
     )
     try:
-        admin = {
-            "endpoint_url": server.endpoint,
-            "region_name": server.region,
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-        }
-        s3 = boto3.client("s3", config=BotoConfig(s3={"addressing_style": "path"}), **admin)
-        iam = boto3.client("iam", **admin)
-        s3.create_bucket(Bucket=_MOTO_BUCKET, ObjectLockEnabledForBucket=True)
-        s3.put_object_lock_configuration(
-            Bucket=_MOTO_BUCKET,
-            ObjectLockConfiguration={
-                "ObjectLockEnabled": "Enabled",
-                "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 365}},
-            },
+        make_lock_bucket(server.client(), _MOTO_BUCKET)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.endpoint,
+            region_name=server.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         )
         keys = {}
-        for user, template in (("apply", "writer.json.tftpl"), ("pr-plan", "pr-writer.json.tftpl")):
+        for user, template in _ROLES.items():
             iam.create_user(UserName=user)
             iam.put_user_policy(
                 UserName=user, PolicyName="tfaudit", PolicyDocument=_moto_policy(template)
@@ -329,7 +334,7 @@ def iam_moto(tmp_path: Path) -> Iterator[tuple[S3Server, dict[str, dict[str, str
                 "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
             }
         with pytest.raises(ClientError):  # enforcement is on: the setup count was right
-            boto3.client("s3", **{**admin, "aws_access_key_id": "nobody"}).list_buckets()
+            _s3(server, "nobody", "nothing").list_buckets()
         yield server, keys
     finally:
         server.stop()
@@ -360,14 +365,7 @@ def test_pr_role_cannot_write_the_production_chain_under_iam_enforcement(
     refused = run("pr-plan", "acme/infra")
     assert refused.returncode == 22, refused.stderr.decode()
     assert b"AccessDenied" in refused.stderr or b"Access Denied" in refused.stderr
-    pr_client = boto3.client(
-        "s3",
-        endpoint_url=server.endpoint,
-        region_name=server.region,
-        aws_access_key_id=keys["pr-plan"]["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=keys["pr-plan"]["AWS_SECRET_ACCESS_KEY"],
-        config=BotoConfig(s3={"addressing_style": "path"}),
-    )
+    pr_client = _s3(server, *keys["pr-plan"].values())
     with pytest.raises(ClientError) as denied:
         pr_client.put_object(
             Bucket=_MOTO_BUCKET, Key="audit/acme/infra/chain/000000000000.json", Body=b"{}"
@@ -375,19 +373,9 @@ def test_pr_role_cannot_write_the_production_chain_under_iam_enforcement(
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
     applied = run("apply", "acme/infra")
     assert applied.returncode == 0, applied.stderr.decode()
-    apply_client = boto3.client("s3", **server_credentials(server, keys["apply"]))
+    apply_client = _s3(server, *keys["apply"].values())
     (record,) = chain_records(apply_client, _MOTO_BUCKET, "acme/infra", prefix="audit")
     assert record["seq"] == 0  # the refused PR run added nothing to the production chain
-
-
-def server_credentials(server: S3Server, key: dict[str, str]) -> dict[str, Any]:
-    return {
-        "endpoint_url": server.endpoint,
-        "region_name": server.region,
-        "aws_access_key_id": key["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": key["AWS_SECRET_ACCESS_KEY"],
-        "config": BotoConfig(s3={"addressing_style": "path"}),
-    }
 
 
 def test_example_validates_with_the_aws_provider(tmp_path: Path) -> None:

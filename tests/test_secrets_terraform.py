@@ -130,15 +130,23 @@ def store_args(bucket: str) -> list[str]:
     return ["--store", f"s3://{bucket}/{PREFIX}"]
 
 
+@pytest.fixture
+def destroy_diff(
+    s3_server: S3Server, workdir: tuple[Path, dict[str, str], Path], tmp_path: Path
+) -> tuple[Path, dict[str, str], Path]:
+    """A workdir whose next plan prints OLD_PASSWORD in a destroy diff; the run's env."""
+    work, env, terraform = workdir
+    prepare_destroy_diff(terraform, work, env)
+    return work, run_env(env, s3_server, tmp_path), terraform
+
+
 def test_earlier_value_in_a_destroy_diff_is_redacted_by_the_second_pass(
     s3_server: S3Server,
     lock_bucket: str,
-    workdir: tuple[Path, dict[str, str], Path],
+    destroy_diff: tuple[Path, dict[str, str], Path],
     tmp_path: Path,
 ) -> None:
-    work, env, terraform = workdir
-    prepare_destroy_diff(terraform, work, env)
-    env = run_env(env, s3_server, tmp_path)
+    work, env, terraform = destroy_diff
     proc = tfaudit(
         ["run", *store_args(lock_bucket), *RUN[1:], str(terraform), "plan", "-out=tfplan"],
         env=env,
@@ -314,12 +322,10 @@ def test_recover_after_sigkill_redacts_from_the_plan_file_or_withholds(
     plan_file: str,
     s3_server: S3Server,
     lock_bucket: str,
-    workdir: tuple[Path, dict[str, str], Path],
+    destroy_diff: tuple[Path, dict[str, str], Path],
     tmp_path: Path,
 ) -> None:
-    work, env, terraform = workdir
-    prepare_destroy_diff(terraform, work, env)
-    env = run_env(env, s3_server, tmp_path)
+    work, env, terraform = destroy_diff
     spool, console = killed_before_capture(work, env, terraform, lock_bucket, tmp_path)
     assert OLD_PASSWORD.encode() in console
     # The first pass alone could not know: the value is in the spool, and only there.

@@ -1,7 +1,7 @@
 """Run every benchmark (``make bench``) and print the results table.
 
     .venv/bin/python bench/run_all.py [--smoke] [--update-readme]
-        [--only overhead,pipeline,stream,chain,verify,farslot]
+        [--only overhead,pipeline,stream,chain,verify,farslot,redact]
 
 Writes ``bench/results/latest.md`` and ``latest.json``; ``--update-readme`` also replaces the
 table in ``bench/README.md``. A benchmark that cannot run (e.g. ``tfaudit verify`` missing from
@@ -27,6 +27,7 @@ from bench import (
     bench_far_slot,
     bench_overhead,
     bench_pipeline,
+    bench_redact,
     bench_stream,
     bench_verify,
 )
@@ -38,7 +39,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 README = BENCH_DIR / "README.md"
 START_MARK = "<!-- results:start -->"
 END_MARK = "<!-- results:end -->"
-NAMES = ("overhead", "pipeline", "stream", "chain", "verify", "farslot")
+NAMES = ("overhead", "pipeline", "stream", "chain", "verify", "farslot", "redact")
 
 Runner = Callable[[Path, S3Server, bool], list[Figure]]
 
@@ -73,6 +74,11 @@ def _far_slot(work: Path, server: S3Server, smoke: bool) -> list[Figure]:
     return bench_far_slot.run(bench_far_slot.SMOKE if smoke else bench_far_slot.FULL, work)
 
 
+def _redact(work: Path, server: S3Server, smoke: bool) -> list[Figure]:
+    del server
+    return bench_redact.run(bench_redact.SMOKE if smoke else bench_redact.FULL, work)
+
+
 RUNNERS: dict[str, tuple[str, Runner]] = {
     "overhead": (bench_overhead.BENCH, _overhead),
     "pipeline": (bench_pipeline.BENCH, _pipeline),
@@ -80,6 +86,7 @@ RUNNERS: dict[str, tuple[str, Runner]] = {
     "chain": (bench_chain.BENCH, _chain),
     "verify": (bench_verify.BENCH, _verify),
     "farslot": (bench_far_slot.BENCH, _far_slot),
+    "redact": (bench_redact.BENCH, _redact),
 }
 
 

@@ -18,6 +18,7 @@ from bench import (
     bench_far_slot,
     bench_overhead,
     bench_pipeline,
+    bench_redact,
     bench_stream,
     bench_verify,
 )
@@ -83,3 +84,8 @@ def test_far_slot_smoke(tmp_path: Path) -> None:
     figures = _check(bench_far_slot.run(bench_far_slot.SMOKE, tmp_path), bench_far_slot.BENCH)
     growth = figures["peak RSS growth from the far slot"]
     assert abs(growth.value) < 200  # MiB: a plausible difference, not a unit mix-up
+
+
+def test_second_pass_smoke(tmp_path: Path) -> None:
+    (figure,) = _check(bench_redact.run(bench_redact.SMOKE, tmp_path), bench_redact.BENCH).values()
+    assert "second pass" in figure.metric

@@ -16,6 +16,7 @@ def test_precedence_flag_over_env_over_file_over_default(tmp_path: Path) -> None
         "store: s3://from-file/p\nstream: file-stream\nretention-days: 400\nlock-mode: governance\n"
     )
     env = {"TFAUDIT_STREAM": "env-stream", "TFAUDIT_RETENTION_DAYS": "500"}
+    env["TFAUDIT_TRUST_REPO_CONFIG"] = "1"  # plain layering (tests/test_config_trust.py: else)
     config = load_config({"retention-days": "600"}, env, cwd=tmp_path)
     assert config.store == "s3://from-file/p"
     assert config.stream == "env-stream"
@@ -30,7 +31,8 @@ def test_explicit_config_file_and_redact_list(tmp_path: Path) -> None:
     path = tmp_path / "conf" / "audit.yml"
     path.parent.mkdir()
     path.write_text("redact:\n  - env:MY_SECRET\n  - 'corp-[0-9]+'\nupload-plan-file: true\n")
-    config = load_config({}, {}, cwd=tmp_path, config_path="conf/audit.yml")
+    trusted = {"TFAUDIT_TRUST_REPO_CONFIG": "1"}  # (tests/test_config_trust.py: else)
+    config = load_config({}, trusted, cwd=tmp_path, config_path="conf/audit.yml")
     assert config.redact == ["env:MY_SECRET", "corp-[0-9]+"]
     assert config.upload_plan_file is True
     env_list = load_config({}, {"TFAUDIT_REDACT": "a+\nenv:B\n"}, cwd=tmp_path)

@@ -1,28 +1,55 @@
 """The locked-bucket example: the settings an auditor expects, and least-privilege policies.
 
 The policies are rendered by real terraform (`terraform console` evaluates ``templatefile``
-offline, no provider needed). The AWS provider itself cannot be downloaded here, so
-`terraform validate`/`plan` are out of reach; the resource settings are checked on the parsed
-HCL instead, and `terraform fmt -check` proves the files parse.
+offline, no provider needed). The resource settings are checked on the parsed HCL,
+`terraform fmt -check` proves the files parse, and `terraform validate` runs with the
+``hashicorp/aws`` filesystem mirror where the machine has one (skipped, saying so, otherwise).
+
+Issue 13, item 12: pull-request plan jobs write to their own stream prefix with their own role,
+and only the apply role writes the production stream. moto's server enforces the identity
+policies (``INITIAL_NO_AUTH_ACTION_COUNT``): a PR-role write into the production chain is
+refused there, by the real PutObject. moto evaluates no ``aws:PrincipalArn`` condition in a
+bucket policy, so the bucket policy's deny (which also stops any other principal) is checked
+by evaluating the rendered policy here, statement by statement, as IAM does.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import hcl2
 import pytest
+import yaml
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
 
-from tests.tfhelpers import isolated_env, pinned_terraform
+from tests.aws_mirror import aws_cli_config, require_aws_mirror
+from tests.servers import S3Server, make_lock_bucket, start_moto
+from tests.tfaudit_proc import chain_records, tfaudit
+from tests.tfhelpers import isolated_env, pinned_terraform, terraform_on_path
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "terraform" / "locked-bucket"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE = EXAMPLES / "terraform" / "locked-bucket"
 BUCKET_ARN = "arn:aws:s3:::acme-audit"
 KMS_ARN = "arn:aws:kms:eu-west-1:123456789012:key/0000"
-TEMPLATE_VARS = {"bucket_arn": BUCKET_ARN, "kms_arn": KMS_ARN, "account_id": "123456789012"}
+APPLY_ROLE = "arn:aws:iam::123456789012:role/terraform-apply"
+PLAN_ROLE = "arn:aws:iam::123456789012:role/terraform-plan"
+TEMPLATE_VARS = {
+    "bucket_arn": BUCKET_ARN,
+    "kms_arn": KMS_ARN,
+    "account_id": "123456789012",
+    "pr_prefix": "terraform/pr/",
+    "production_prefix": "terraform/acme/infra/",
+    "apply_role_arn": APPLY_ROLE,
+}
 DESTRUCTIVE = ("s3:Delete", "s3:PutBucket", "s3:PutLifecycle", "s3:Bypass", "s3:PutObjectAcl")
 
 
@@ -123,7 +150,13 @@ def test_bucket_is_kms_encrypted_private_and_rotating(resources: dict[str, dict[
 
 @pytest.mark.parametrize(
     "template",
-    ["bucket.json.tftpl", "writer.json.tftpl", "auditor.json.tftpl", "kms-key.json.tftpl"],
+    [
+        "bucket.json.tftpl",
+        "writer.json.tftpl",
+        "pr-writer.json.tftpl",
+        "auditor.json.tftpl",
+        "kms-key.json.tftpl",
+    ],
 )
 def test_no_policy_allows_everyone(template: str, tmp_path: Path) -> None:
     for statement in statements(render(template, tmp_path)):
@@ -171,3 +204,191 @@ def test_every_template_variable_is_passed(tmp_path: Path) -> None:
         call = tf_text.split(f"policies/{template.name}", 1)[1].split("})", 1)[0]
         for variable in set(re.findall(r"\$\{(\w+)\}", template.read_text())):
             assert re.search(rf"\b{variable}\s*=", call), (template.name, variable)
+
+
+# --- issue 13, item 12: pull requests cannot write the production stream ----------------------
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), value) is not None
+
+
+def bucket_policy_denies(policy: dict[str, Any], principal: str, action: str, key: str) -> bool:
+    """IAM's reading of the rendered bucket policy's Deny statements for one request."""
+    resource = f"{BUCKET_ARN}/{key}"
+    for statement in statements(policy):
+        if statement["Effect"] != "Deny" or action not in as_list(statement["Action"]):
+            continue
+        if not any(_matches(r, resource) for r in as_list(statement["Resource"])):
+            continue
+        conditions = statement.get("Condition", {})
+        if "Bool" in conditions:
+            continue  # aws:SecureTransport: the requests here are over TLS
+        not_equals = conditions.get("ArnNotEquals", {}).get("aws:PrincipalArn")
+        if not_equals is None or principal not in as_list(not_equals):
+            return True
+    return False
+
+
+def test_bucket_policy_lets_only_the_apply_role_write_the_production_stream(
+    tmp_path: Path,
+) -> None:
+    policy = render("bucket.json.tftpl", tmp_path)
+    chain = "terraform/acme/infra/chain/000000000007.json"
+    runs = "terraform/acme/infra/runs/20240501T000000Z-1-1-abcd/output.log"
+    pr_chain = "terraform/pr/acme/infra/chain/000000000000.json"
+    for key in (chain, runs):
+        assert bucket_policy_denies(policy, PLAN_ROLE, "s3:PutObject", key)
+        assert bucket_policy_denies(policy, "arn:aws:iam::123456789012:user/x", "s3:PutObject", key)
+        assert not bucket_policy_denies(policy, APPLY_ROLE, "s3:PutObject", key)
+    assert not bucket_policy_denies(policy, PLAN_ROLE, "s3:PutObject", pr_chain)
+
+
+def test_pr_writer_writes_only_the_pull_request_streams(tmp_path: Path) -> None:
+    policy = render("pr-writer.json.tftpl", tmp_path)
+    for statement in statements(policy):
+        writes = [a for a in as_list(statement["Action"]) if a.startswith("s3:Put")]
+        if writes:
+            assert as_list(statement["Resource"]) == [f"{BUCKET_ARN}/terraform/pr/*"]
+    actions = allowed_actions(policy)
+    assert not [a for a in actions if a.startswith(DESTRUCTIVE) or "*" in a], actions
+
+
+def test_plan_apply_workflow_gives_pull_requests_their_own_role_and_stream() -> None:
+    workflow = yaml.safe_load((EXAMPLES / "github" / "plan-apply.yml").read_text())
+    jobs = workflow["jobs"]
+
+    def steps_of(job: str, uses: str) -> list[dict[str, Any]]:
+        return [step for step in jobs[job]["steps"] if str(step.get("uses", "")).startswith(uses)]
+
+    plan_role = steps_of("plan", "aws-actions/")[0]["with"]["role-to-assume"]
+    apply_role = steps_of("apply", "aws-actions/")[0]["with"]["role-to-assume"]
+    assert "PLAN" in plan_role and "APPLY" in apply_role
+    for step in steps_of("plan", "tfaudit-ci/"):
+        assert step["with"]["stream"].startswith("pr/")
+    for step in steps_of("apply", "tfaudit-ci/"):
+        assert not step["with"]["stream"].startswith("pr/")
+
+
+# start_moto's readiness probe, then: the locked bucket (make_lock_bucket: 3 requests), then a
+# user, its policy and its access key for each role. Every later request is checked by IAM.
+_ROLES = {"apply": "writer.json.tftpl", "pr-plan": "pr-writer.json.tftpl"}
+_IAM_SETUP_REQUESTS = 1 + 3 + 3 * len(_ROLES)
+_MOTO_BUCKET = "pr-policy-audit"
+
+
+def _moto_policy(template: str) -> str:
+    text = (EXAMPLE / "policies" / template).read_text()
+    values = {
+        **TEMPLATE_VARS,
+        "bucket_arn": f"arn:aws:s3:::{_MOTO_BUCKET}",
+        "pr_prefix": "audit/pr/",
+    }
+    for name, value in values.items():
+        text = text.replace("${" + name + "}", value)
+    policy = json.loads(text)
+    for statement in policy["Statement"]:
+        # moto authorizes HeadBucket as "s3:HeadBucket" (AWS checks s3:ListBucket), and cannot
+        # evaluate an s3:prefix condition: both adjusted for moto only, never in the example.
+        statement.pop("Condition", None)
+        if statement["Resource"] == f"arn:aws:s3:::{_MOTO_BUCKET}":
+            statement["Action"] = [*as_list(statement["Action"]), "s3:HeadBucket"]
+    return json.dumps(policy)
+
+
+def _s3(server: S3Server, key_id: str, secret: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        region_name=server.region,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=BotoConfig(s3={"addressing_style": "path"}),
+    )
+
+
+@pytest.fixture
+def iam_moto(tmp_path: Path) -> Iterator[tuple[S3Server, dict[str, dict[str, str]]]]:
+    """moto enforcing IAM, a locked bucket, and one IAM user (with its keys) per role."""
+    server = start_moto(
+        tmp_path / "moto", extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": str(_IAM_SETUP_REQUESTS)}
+    )
+    try:
+        make_lock_bucket(server.client(), _MOTO_BUCKET)
+        iam = boto3.client(
+            "iam",
+            endpoint_url=server.endpoint,
+            region_name=server.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        keys = {}
+        for user, template in _ROLES.items():
+            iam.create_user(UserName=user)
+            iam.put_user_policy(
+                UserName=user, PolicyName="tfaudit", PolicyDocument=_moto_policy(template)
+            )
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            }
+        with pytest.raises(ClientError):  # enforcement is on: the setup count was right
+            _s3(server, "nobody", "nothing").list_buckets()
+        yield server, keys
+    finally:
+        server.stop()
+
+
+def test_pr_role_cannot_write_the_production_chain_under_iam_enforcement(
+    iam_moto: tuple[S3Server, dict[str, dict[str, str]]], tmp_path: Path
+) -> None:
+    server, keys = iam_moto
+    base = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AWS_ENDPOINT_URL_S3": server.endpoint,
+        "AWS_DEFAULT_REGION": server.region,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "TFAUDIT_WORK_DIR": str(tmp_path / "spools"),
+        "TFAUDIT_MAX_ATTEMPTS": "2",
+        "TFAUDIT_STORE": f"s3://{_MOTO_BUCKET}/audit",
+    }
+    command = ["--", sys.executable, "-c", "print('plan output')"]
+
+    def run(user: str, stream: str) -> subprocess.CompletedProcess[bytes]:
+        env = {**base, **keys[user]}
+        return tfaudit(["run", "--stream", stream, *command], env=env, cwd=tmp_path)
+
+    pr_run = run("pr-plan", "pr/acme/infra")
+    assert pr_run.returncode == 0, pr_run.stderr.decode()
+    refused = run("pr-plan", "acme/infra")
+    assert refused.returncode == 22, refused.stderr.decode()
+    assert b"AccessDenied" in refused.stderr or b"Access Denied" in refused.stderr
+    pr_client = _s3(server, *keys["pr-plan"].values())
+    with pytest.raises(ClientError) as denied:
+        pr_client.put_object(
+            Bucket=_MOTO_BUCKET, Key="audit/acme/infra/chain/000000000000.json", Body=b"{}"
+        )
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+    applied = run("apply", "acme/infra")
+    assert applied.returncode == 0, applied.stderr.decode()
+    apply_client = _s3(server, *keys["apply"].values())
+    (record,) = chain_records(apply_client, _MOTO_BUCKET, "acme/infra", prefix="audit")
+    assert record["seq"] == 0  # the refused PR run added nothing to the production chain
+
+
+def test_example_validates_with_the_aws_provider(tmp_path: Path) -> None:
+    mirror = require_aws_mirror()
+    work = tmp_path / "locked-bucket"
+    shutil.copytree(EXAMPLE, work)
+    env = {
+        **isolated_env(tmp_path / "env"),
+        "TF_CLI_CONFIG_FILE": str(aws_cli_config(tmp_path, mirror)),
+    }
+    terraform = terraform_on_path() or pinned_terraform()
+    for args in (["init", "-input=false", "-backend=false"], ["validate", "-no-color"]):
+        done = subprocess.run(
+            [str(terraform), *args], cwd=work, env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from tfhelpers import isolated_env, terraform_binaries, terraform_version, tf_init
 
-from tfaudit_ci.plan import SENSITIVE, redact_plan, summarize_plan
+from tfaudit_ci.plan import LITERAL, SENSITIVE, analyze_plan, redact_plan, summarize_plan
 
 PLANS = Path(__file__).parent / "fixtures" / "plans"
 SECRET = "TOPSECRET-c0ffee-1234"  # given on the command line: -var secret=...
@@ -175,7 +175,8 @@ def check_basic_create(redacted: dict[str, Any]) -> None:
     assert variables["generation"]["value"] in (1, "1")
     declared = redacted["configuration"]["root_module"]["variables"]
     assert declared["default_secret"]["default"] == SENSITIVE
-    assert declared["plain"]["default"] == "plain-value"
+    # Every configuration literal goes, sensitive or not (issue 13, item 3).
+    assert declared["plain"]["default"] == LITERAL
     call = redacted["configuration"]["root_module"]["module_calls"]["child"]
     assert call["expressions"]["token"]["constant_value"] == SENSITIVE
 
@@ -499,3 +500,87 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as scratch_dir:
         record_fixtures(Path(scratch_dir))
     sys.exit(0)
+
+
+# --- issue 13: every sensitive string for the second pass (item 1), literals (item 3) ---------
+
+
+def test_every_sensitive_string_is_collected_inner_elements_included() -> None:
+    """before/after, prior_state, variables and outputs; the elements of sensitive maps, lists
+    and sets too (unlike plan-wide scrubbing, the log pass takes them all, short ones too)."""
+    plan, _ = _load("basic-1.11.4-create")
+    collected = analyze_plan(plan).sensitive
+    assert set(BASIC_SECRETS) <= collected
+    assert "Pz7" in collected  # SHORT_SECRET_JSON: too short to scrub plan-wide, not for the log
+    assert "plain-value" not in collected
+
+    synthetic = {
+        "variables": {"db": {"value": {"user": "admin-user-1", "ports": ["5432"]}}},
+        "prior_state": {
+            "values": {
+                "root_module": {
+                    "resources": [
+                        {
+                            "values": {"tags": {"k": "tag-secret-1"}, "name": "public-name"},
+                            "sensitive_values": {"tags": True},
+                        }
+                    ]
+                }
+            }
+        },
+        "output_changes": {
+            "o": {"before": ["set-a", "set-b"], "after": None, "before_sensitive": True}
+        },
+        "configuration": {"root_module": {"variables": {"db": {"sensitive": True}}}},
+    }
+    assert analyze_plan(synthetic).sensitive == {
+        "admin-user-1",
+        "5432",
+        "tag-secret-1",
+        "set-a",
+        "set-b",
+    }
+
+
+def test_configuration_literals_are_replaced_structure_kept() -> None:
+    """Provider blocks, resource literals (nested blocks and maps), defaults, module calls and
+    counts lose their values; addresses, references, names, types and the summary stay."""
+    plan, console = _load("basic-1.11.4-create")
+    plan = copy.deepcopy(plan)
+    plan["configuration"]["provider_config"] = {
+        "aws": {
+            "name": "aws",
+            "full_name": "registry.terraform.io/hashicorp/aws",
+            "expressions": {
+                "secret_key": {"constant_value": "ProviderSecretKey-abc123"},
+                "assume_role": [{"role_arn": {"constant_value": "arn:aws:iam::1:role/x"}}],
+                "region": {"references": ["var.region"]},
+            },
+        }
+    }
+    resources = plan["configuration"]["root_module"].setdefault("resources", [])
+    resources.append(
+        {
+            "address": "aws_glue_connection.c",
+            "mode": "managed",
+            "type": "aws_glue_connection",
+            "name": "c",
+            "expressions": {
+                "connection_properties": {"constant_value": {"PASSWORD": "glue-Pa55-x1"}},
+                "count": {"constant_value": 2},
+            },
+        }
+    )
+    result = analyze_plan(plan)
+    text = json.dumps(result.plan)
+    for literal in ("ProviderSecretKey-abc123", "glue-Pa55-x1", "arn:aws:iam::1:role/x"):
+        assert literal not in text
+    provider = result.plan["configuration"]["provider_config"]["aws"]
+    assert provider["full_name"] == "registry.terraform.io/hashicorp/aws"
+    assert provider["expressions"]["secret_key"] == {"constant_value": LITERAL}
+    assert provider["expressions"]["region"] == {"references": ["var.region"]}
+    glue = result.plan["configuration"]["root_module"]["resources"][-1]
+    assert glue["address"] == "aws_glue_connection.c"
+    assert glue["expressions"]["connection_properties"] == {"constant_value": {"PASSWORD": LITERAL}}
+    assert result.literal_count >= 4
+    assert_matches_console(result.plan, console)  # the summary is untouched

@@ -15,7 +15,6 @@ from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.redact import (
     CUSTOM_MAX_MATCH,
     LONG_MATCH_CAP,
-    MIN_SECRET_LENGTH,
     RuleSet,
     StreamRedactor,
     build_rules,
@@ -62,6 +61,7 @@ def redacted(data: bytes, ruleset: RuleSet) -> bytes:
         "VAULT_TOKEN",
         "TF_VAR_db_password",
         "TF_VAR_api_key",
+        "TF_VAR_region",  # every TF_VAR_ is registered (issue 13, item 10)
         "TF_VAR_SECRET_thing",
         "TF_TOKEN_app_terraform_io",
         "DB_PASSWORD",
@@ -85,8 +85,6 @@ def test_secret_env_names(name: str) -> None:
         "ACTIONS_ID_TOKEN_REQUEST_URL",
         "AWS_WEB_IDENTITY_TOKEN_FILE",
         "GOOGLE_APPLICATION_CREDENTIALS",
-        "TF_VAR_region",
-        "TF_VAR_instance_type",
         "CACHE_KEY",
         "TF_BACKEND_KEY",
         "ARM_CLIENT_ID",
@@ -121,15 +119,13 @@ def test_base64_of_secret_embedded_at_any_alignment(prefix: bytes) -> None:
     encoded = base64.b64encode(prefix + SECRET.encode() + b'", "more": 1}')
     out, counts = redact_bytes(b"user_data=" + encoded, ruleset)
     assert counts["env:DB_PASSWORD"] == 1
-    assert not any(form in out for form in secret_forms(SECRET))
+    assert not any(form.data in out for form in secret_forms(SECRET))
 
 
-def test_short_and_public_values_are_not_registered() -> None:
-    ruleset = build_rules(
-        {"DB_PASSWORD": "x" * (MIN_SECRET_LENGTH - 1), "AWS_REGION": "us-east-1-long"}
-    )
+def test_public_values_are_not_registered() -> None:
+    ruleset = build_rules({"AWS_REGION": "us-east-1-long", "HOME": "/home/runner-x"})
     assert ruleset.masked_values() == []
-    assert redacted(b"us-east-1-long xxxxxxx", ruleset) == b"us-east-1-long xxxxxxx"
+    assert redacted(b"us-east-1-long /home/runner-x", ruleset) == b"us-east-1-long /home/runner-x"
 
 
 def test_extra_env_names_and_masked_values() -> None:
@@ -171,7 +167,7 @@ PEM = (
         ),
         (
             '{"SecretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}',
-            '{"SecretAccessKey": "[REDACTED:aws-secret-access-key]"}',
+            '{"SecretAccessKey": "[REDACTED:aws-credential-json]"}',
         ),
         ("t=ghp_" + "a1B2" * 9 + " ", "t=[REDACTED:github-token] "),
         ("github_pat_11ABCDEFG0123456789_abcdefghijXYZ ok", "[REDACTED:github-token] ok"),
@@ -198,13 +194,11 @@ def test_builtin_shapes(text: str, expected: str) -> None:
     assert redact_text(text, rules())[0] == expected
 
 
-def test_pem_without_end_is_redacted_to_a_bounded_length() -> None:
+def test_pem_without_end_is_redacted_past_the_cap() -> None:
+    """A key body longer than the cap goes whole: the match is continued, not cut."""
     body = b"MIIEowIBAAKCAQEA\n" * 2000  # 34 KB of key-like text and no END line
     out = redacted(b"-----BEGIN PRIVATE KEY-----\n" + body + b"!tail", rules())
-    assert out.startswith(b"[REDACTED:private-key]")
-    assert out.endswith(b"!tail")
-    assert len(out) < len(body)  # the key's start is gone
-    assert len(out) > len(body) - LONG_MATCH_CAP  # but the redaction stops at the cap
+    assert out == b"[REDACTED:private-key]!tail"
 
 
 def test_plain_terraform_output_is_untouched() -> None:
@@ -314,12 +308,11 @@ def test_single_100mb_line_streams_with_bounded_carry() -> None:
 def test_declared_max_len_of_builtin_rules() -> None:
     """Fixed shapes declare their exact maximum width; open-ended ones are cut at the cap."""
     parser = pytest.importorskip("re._parser")
-    open_ended = {"private-key", "jwt", "authorization-header"}
     for rule in rules().rules:
-        low, high = parser.parse(rule.pattern.pattern.decode("latin-1")).getwidth()
+        low, high = parser.parse(rule.source.decode("latin-1")).getwidth()
         assert low > 0, rule.name
-        if rule.name in open_ended:
-            assert high > LONG_MATCH_CAP and rule.max_len == LONG_MATCH_CAP
+        if rule.max_len == LONG_MATCH_CAP:
+            assert high > LONG_MATCH_CAP, rule.name
         else:
             assert high == rule.max_len, rule.name
 
@@ -376,3 +369,202 @@ def test_fixed_chunk_sizes_with_long_matches_and_context(chunk_size: int) -> Non
     )
     assert out + redactor.flush() == expected
     assert redactor.counts == counts
+
+
+# --- issue 13: PEM through any prefix (item 6) ------------------------------------------------
+
+KEY_LINES = [
+    f"MIIEow{index:02d}" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/abcdefghijklmnopqrst"
+    for index in range(30)
+]
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "│ ",  # terraform's diagnostic box, no colour
+        "\x1b[31m│\x1b[0m ",  # the same box in colour, as terraform prints it by default
+        "# ",  # a commented key in a config snippet
+        "      ",  # indentation (a heredoc in a plan diff)
+        '"',  # one quoted string per line
+        "  | ",  # the body prefix of a provider trace log
+    ],
+    ids=["box", "colour-box", "comment", "indent", "quoted", "trace-body"],
+)
+def test_pem_key_body_through_a_line_prefix(prefix: str) -> None:
+    lines = ["-----BEGIN RSA PRIVATE KEY-----", *KEY_LINES, "-----END RSA PRIVATE KEY-----"]
+    text = "\n".join(prefix + line for line in lines) + "\nafter.\n"
+    out = redacted(text.encode(), rules()).decode()
+    assert not any(line in out for line in KEY_LINES), out
+    assert out.endswith("-----END RSA PRIVATE KEY-----\nafter.\n") or out.endswith("\nafter.\n")
+
+
+def test_pem_through_json_newline_escapes_and_at_any_length() -> None:
+    """A 40 KiB PGP block (2.5x the match cap) behind \\n escapes, with armor headers."""
+    body = "\\n".join(KEY_LINES * 22)
+    block = (
+        "-----BEGIN PGP PRIVATE KEY BLOCK-----\\nComment: https://gnupg.org\\n"
+        "Version: GnuPG v2 (GNU/Linux)\\n\\n" + body + "\\n-----END PGP PRIVATE KEY BLOCK-----"
+    )
+    assert len(block) > 2.5 * LONG_MATCH_CAP
+    text = json.dumps({"armored": "X"}).replace("X", block) + "\nnext line\n"
+    out, counts = redact_bytes(text.encode(), rules())
+    assert out == b'{"armored": "[REDACTED:private-key]"}\nnext line\n'
+    assert counts == {"private-key": 1}
+
+
+def test_long_pem_continues_across_any_chunking() -> None:
+    """The continuation is decided at fixed positions: chunk sizes do not change the output."""
+    text = ("noise " + "-----BEGIN PRIVATE KEY-----\n" + "\n".join(KEY_LINES * 40)).encode()
+    text += b"\n-----END PRIVATE KEY-----\ntail AKIAIOSFODNN7EXAMPLE\n"
+    ruleset = rules()
+    whole = redact_bytes(text, ruleset)
+    assert whole[0] == b"noise [REDACTED:private-key]\ntail [REDACTED:aws-access-key-id]\n"
+    for size in (1000, 4096, 16385, 70000):
+        redactor = StreamRedactor(ruleset, scan_block=1)
+        out = b"".join(redactor.feed(text[at : at + size]) for at in range(0, len(text), size))
+        assert (out + redactor.flush(), redactor.counts) == whole
+
+
+# --- issue 13: encodings of registered secrets (item 7) ---------------------------------------
+
+ENCODED_SECRET = "Xq7!rT&<pw>9-Lm/2"
+
+
+def _encodings(secret: str) -> dict[str, bytes]:
+    raw = secret.encode()
+    wrapped64 = base64.b64encode(b"#!/bin/sh\nexport PW='" + raw + b"'\n" + b"x" * 40)
+    return {
+        "raw": raw,
+        "hex": raw.hex().encode(),
+        "HEX": raw.hex().upper().encode(),
+        "utf-16le": secret.encode("utf-16-le"),
+        "utf-16be": secret.encode("utf-16-be"),
+        "base64": base64.b64encode(raw),
+        "base64url": base64.urlsafe_b64encode(raw),
+        "base64-offset-1": base64.b64encode(b"a" + raw + b"tail"),
+        "base64-offset-2": base64.urlsafe_b64encode(b"ab" + raw + b"tail"),
+        "base64-of-base64": base64.b64encode(base64.b64encode(raw)),
+        "base64-wrapped-76": b"\n".join(
+            wrapped64[i : i + 76] for i in range(0, len(wrapped64), 76)
+        ),
+        "base64-wrapped-64": b"\r\n".join(
+            wrapped64[i : i + 64] for i in range(0, len(wrapped64), 64)
+        ),
+        "url-encoded": quote(secret, safe="").encode(),
+        "json": json.dumps(secret)[1:-1].encode(),
+        "go-json": json.dumps(secret)[1:-1]
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .encode(),
+        "ansi-inside": b"\x1b[1m"
+        + raw[:5]
+        + b"\x1b[0m\x1b[32m"
+        + raw[5:11]
+        + b"\x1b[0m"
+        + raw[11:],
+    }
+
+
+@pytest.mark.parametrize("encoding", sorted(_encodings(ENCODED_SECRET)))
+def test_registered_secret_in_every_encoding(encoding: str) -> None:
+    blob = _encodings(ENCODED_SECRET)[encoding]
+    ruleset = rules(DB_PASSWORD=ENCODED_SECRET)
+    out, counts = redact_bytes(b"value: " + blob + b" end", ruleset)
+    assert counts["env:DB_PASSWORD"] >= 1, out
+    if encoding.startswith("base64-wrapped"):
+        # The secret's own characters are gone from the wrapped text, line break and all.
+        fragments = {form.data for form in secret_forms(ENCODED_SECRET)}
+        joined = out.replace(b"\r", b"").replace(b"\n", b"")
+        assert not any(f in joined for f in fragments if len(f) > 12), out
+    else:
+        assert blob not in out and ENCODED_SECRET.encode() not in out
+
+
+# --- issue 13: short and padded registered secrets (item 8) ----------------------------------
+
+
+def test_short_secret_is_redacted_as_a_whole_word_with_a_warning() -> None:
+    ruleset = build_rules({"DB_PASSWORD": "pw7x!"})
+    assert any("DB_PASSWORD" in warning and "whole word" in warning for warning in ruleset.warnings)
+    out = redacted(b'password = "pw7x!" but pw7x!y and xpw7x! stay', ruleset)
+    assert out == b'password = "[REDACTED:env:DB_PASSWORD]" but pw7x!y and xpw7x! stay'
+    assert "pw7x!" not in " ".join(ruleset.warnings)  # warnings name, never show, the value
+
+
+def test_too_short_secret_is_named_in_a_warning_never_dropped_silently() -> None:
+    ruleset = build_rules({"API_TOKEN": "ab"})
+    (warning,) = ruleset.warnings
+    assert "API_TOKEN" in warning and "NOT redacted" in warning
+
+
+def test_env_value_with_trailing_newline_is_matched_trimmed() -> None:
+    ruleset = build_rules(
+        {"GITHUB_TOKEN": "padded-secret-value-1\n", "VAULT_TOKEN": "  spaced-tok-2 \t"}
+    )
+    out = redacted(b"a padded-secret-value-1 b spaced-tok-2 c", ruleset)
+    assert out == b"a [REDACTED:env:GITHUB_TOKEN] b [REDACTED:env:VAULT_TOKEN] c"
+
+
+# --- issue 13: auto-registered environment variables (item 10) -------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "TF_VAR_anything",
+        "DATABASE_URL",
+        "SLACK_WEBHOOK_URL",
+        "MYSQL_PWD",
+        "PGPASSWORD",
+        "CONSUL_HTTP_AUTH",
+        "CONSUL_HTTP_TOKEN",
+        "DD_API_KEY",
+        "DD_APP_KEY",
+        "GITHUB_PAT",
+        "SENTRY_DSN",
+        "ARM_CLIENT_SECRET",
+        "GOOGLE_CREDENTIALS",
+        "NPM_AUTH_TOKEN",
+        "BASIC_AUTH",
+        "TLS_PRIVATE",
+        "AZURE_STORAGE_CONNECTION_STRING",
+    ],
+)
+def test_auto_registered_env_names(name: str) -> None:
+    assert is_secret_env_name(name)
+
+
+@pytest.mark.parametrize("name", ["GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "SSH_AUTH_SOCK", "PWD"])
+def test_names_that_only_look_secret(name: str) -> None:
+    assert not is_secret_env_name(name)
+
+
+def test_google_credentials_register_every_string_inside() -> None:
+    key = {
+        "type": "service_account",
+        "project_id": "acme-prod-4411",
+        "private_key_id": "0123456789abcdef0123456789abcdef01234567",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEF\n"
+        "-----END PRIVATE KEY-----\n",
+        "client_email": "deployer@acme-prod-4411.iam.gserviceaccount.com",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    ruleset = build_rules({"GOOGLE_CREDENTIALS": json.dumps(key)})
+    text = b"id 0123456789abcdef0123456789abcdef01234567 as "
+    text += b"deployer@acme-prod-4411.iam.gserviceaccount.com"
+    out = redacted(text + b" via https://oauth2.googleapis.com/token", ruleset)
+    assert out == (
+        b"id [REDACTED:env:GOOGLE_CREDENTIALS] as [REDACTED:env:GOOGLE_CREDENTIALS]"
+        b" via https://oauth2.googleapis.com/token"
+    )
+
+
+def test_tf_var_numbers_and_booleans_are_not_registered_unless_named_secret() -> None:
+    ruleset = build_rules(
+        {"TF_VAR_instance_count": "3", "TF_VAR_enabled": "true", "TF_VAR_db_pin": "4821"}
+    )
+    out = redacted(b"count 3 enabled true pin 4821", ruleset)
+    assert out == b"count 3 enabled true pin [REDACTED:env:TF_VAR_db_pin]"
+    assert ruleset.warnings  # the 4-digit PIN is word-matched, and says so

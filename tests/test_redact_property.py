@@ -1,12 +1,15 @@
 """Property tests: chunking never changes the result, and no registered secret survives.
 
 Three independent checks on random inputs (secrets, noise with NUL and invalid UTF-8, token
-shapes, base64/URL/JSON encodings, random chunkings):
+shapes, every encoding a registered secret is matched in: base64/base64url at any alignment
+and wrapped across a line break, base64 of base64, hex, UTF-16, URL, JSON and Go escaping,
+ANSI colour codes inserted inside it; random chunkings):
 
 * streaming in any chunks == redacting the whole input (bytes and per-rule counts);
 * the RE2 engine agrees with a plain Python ``re`` reference over the whole input (so the
   buffering logic and the engine's matching semantics are both checked);
-* no registered form of any env secret appears in the output.
+* no registered form of any secret appears in the output, nor the raw secret once ANSI codes
+  are taken out, nor a wrapped base64 fragment once line breaks are taken out (0 leaks).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from hypothesis import strategies as st
 
 from tfaudit_ci.redact import (
     CUSTOM_MAX_MATCH,
+    LONG_MATCH_CAP,
     Rule,
     RuleSet,
     StreamRedactor,
@@ -31,7 +35,10 @@ from tfaudit_ci.redact import (
     marker,
     redact_bytes,
     secret_forms,
+    secret_rules,
 )
+from tfaudit_ci.redact_env import env_secrets
+from tfaudit_ci.redact_shapes import PEM_CONTINUATION, PEM_RULE
 
 SETTINGS = settings(
     max_examples=150,
@@ -96,13 +103,19 @@ CUSTOM_PATTERNS = (
 )
 
 
+ANSI_CODES = st.sampled_from([b"\x1b[0m", b"\x1b[1m", b"\x1b[31m", b"\x1b[0;32m", b"\x1b[m"])
+ANSI = re.compile(rb"\x1b\[[0-9;]{0,6}m")
+
+
+def wrap(encoded: bytes, width: int, newline: bytes) -> bytes:
+    return newline.join(encoded[i : i + width] for i in range(0, len(encoded), width))
+
+
 @st.composite
 def secret_segment(draw: st.DrawFn, secret: str) -> bytes:
-    """The secret as it may show up in a log: raw, or encoded one way or another."""
+    """The secret as it may show up in a log: raw, or in one of its encodings (item 7)."""
     raw = secret.encode()
-    kind = draw(st.integers(0, 7))
-    if kind == 0:
-        return raw
+    kind = draw(st.integers(0, 13))
     if kind == 1:
         encoder = draw(st.sampled_from([base64.b64encode, base64.urlsafe_b64encode]))
         encoded = encoder(raw)
@@ -118,8 +131,30 @@ def secret_segment(draw: st.DrawFn, secret: str) -> bytes:
             percent = re.sub("%[0-9A-F]{2}", lambda m: m.group(0).lower(), percent)
         return percent.encode()
     if kind == 5:
-        return json.dumps(secret, ensure_ascii=draw(st.booleans()))[1:-1].encode()
-    return raw  # raw again: the common case, weighted up
+        escaped = json.dumps(secret, ensure_ascii=draw(st.booleans()))[1:-1]
+        if draw(st.booleans()):  # Go's json.Marshal escapes HTML characters
+            escaped = escaped.replace("&", "\\u0026").replace("<", "\\u003c")
+            escaped = escaped.replace(">", "\\u003e")
+        return escaped.encode()
+    if kind == 6:
+        return raw.hex().encode() if draw(st.booleans()) else raw.hex().upper().encode()
+    if kind == 7:
+        return secret.encode(draw(st.sampled_from(["utf-16-le", "utf-16-be"])))
+    if kind == 8:  # base64 wrapped at 64 or 76 columns, the secret anywhere in it
+        before, after = draw(NOISE), draw(NOISE)
+        width = draw(st.sampled_from([64, 76]))
+        newline = draw(st.sampled_from([b"\n", b"\r\n"]))
+        return wrap(base64.b64encode(before + raw + after), width, newline)
+    if kind == 9:  # base64 of its base64
+        return base64.b64encode(base64.b64encode(raw))
+    if kind == 10:  # ANSI codes inserted anywhere inside the raw secret
+        points = sorted(
+            draw(st.lists(st.integers(1, len(raw) - 1), min_size=1, max_size=4, unique=True))
+        )
+        pieces = [raw[a:b] for a, b in itertools.pairwise([0, *points, len(raw)])]
+        gaps = [b"".join(draw(st.lists(ANSI_CODES, min_size=1, max_size=2))) for _ in points]
+        return b"".join(piece + gap for piece, gap in zip(pieces, [*gaps, b""], strict=True))
+    return raw  # raw: the common case, weighted up
 
 
 @st.composite
@@ -154,20 +189,25 @@ def reference(data: bytes, ruleset: RuleSet) -> tuple[bytes, Counter[str]]:
 
     Rule groups (literals + built-ins, then each custom pattern) are tried in priority order;
     within a group, at each start the first branch that matches (cut at the group's reach)
-    decides; the leftmost start over all groups wins, ties go to the earlier group.
+    decides; the leftmost start over all groups wins, ties go to the earlier group. A private
+    key cut at the reach is continued in steps of LONG_MATCH_CAP up to its END line.
     """
     owner: dict[bytes, str] = {}
+    forms = []
     for rule in ruleset.rules:
         for form in rule.literals:
-            owner.setdefault(form, rule.name)
-    literals = sorted(owner, key=lambda f: (-len(f), f))
+            if form.data not in owner:
+                owner[form.data] = rule.name
+                forms.append(form)
+    forms.sort(key=lambda form: (-len(form.data), form.data))
     main: list[tuple[re.Pattern[bytes], str | None]] = []
-    if literals:
-        main.append((re.compile(b"|".join(re.escape(f) for f in literals)), None))
+    if forms:
+        main.append((re.compile(b"|".join(form.source() for form in forms)), None))
     main += [(r.pattern, r.name) for r in ruleset.rules if not r.literals and not r.custom]
     groups = [(main, max((r.max_len for r in ruleset.rules if not r.custom), default=1))]
     groups += [([(r.pattern, r.name)], r.max_len) for r in ruleset.rules if r.custom]
     groups = [(branches, reach) for branches, reach in groups if branches]
+    continuation = re.compile(PEM_CONTINUATION.encode())
     out: list[bytes] = []
     counts: Counter[str] = Counter()
     pos = 0
@@ -176,16 +216,31 @@ def reference(data: bytes, ruleset: RuleSet) -> tuple[bytes, Counter[str]]:
         if not hits:
             out.append(data[pos:])
             return b"".join(out), counts
-        start, end, cut, cut_end, name = min(hits, key=lambda hit: hit[0])  # stable: priority
-        out += [data[pos:cut], marker(name or owner[data[start:end]]), data[cut_end:end]]
-        counts[name or owner[data[start:end]]] += 1
+        start, end, cut, cut_end, name, capped = min(hits, key=lambda hit: hit[0])
+        name = name or _owner(owner, data[start:end])
+        out += [data[pos:cut], marker(name), data[cut_end:end]]
+        counts[name] += 1
         pos = end
+        going = capped and name == PEM_RULE and not data[:pos].endswith(b"-----")
+        while going:
+            found = continuation.match(data, pos, pos + LONG_MATCH_CAP)
+            step = found.end() if found else pos
+            going = step == pos + LONG_MATCH_CAP and not data[:step].endswith(b"-----")
+            pos = step
+
+
+def _owner(owner: dict[bytes, str], matched: bytes) -> str:
+    for form in (matched, ANSI.sub(b"", matched), re.sub(rb"\r?\n", b"", matched)):
+        if form in owner:
+            return owner[form]
+    raise AssertionError(f"no owner for {matched!r}")
 
 
 def _first(
     data: bytes, pos: int, branches: list[tuple[re.Pattern[bytes], str | None]], reach: int
-) -> tuple[int, int, int, int, str | None] | None:
-    """Leftmost (start, end, cut start, cut end, rule) of one rule group at or after pos."""
+) -> tuple[int, int, int, int, str | None, bool] | None:
+    """Leftmost (start, end, cut start, cut end, rule, capped) of one rule group at or after
+    pos."""
     sources = (p.pattern.replace(b"(?P<secret>", b"(?:") for p, _ in branches)
     locator = re.compile(b"|".join(b"(?:" + source + b")" for source in sources))
     while (located := locator.search(data, pos)) is not None:
@@ -198,25 +253,36 @@ def _first(
             if "secret" in pattern.groupindex and hit.start("secret") >= 0:
                 span = hit.span("secret")
             if span[1] > span[0]:
-                return (start, hit.end(), *span, name)
+                return (start, hit.end(), *span, name, hit.end() == start + reach)
             break
         pos = start + 1
     return None
 
 
-def short_rules(env: dict[str, str]) -> RuleSet:
-    full = build_rules(env, extra_patterns=CUSTOM_PATTERNS)
-    return RuleSet([r for r in full.rules if r.max_len <= SHORT_REACH or r.literals or r.custom])
-
-
 FULL_SECRETS = {"GITHUB_TOKEN": "ghs_fixedsecretvalue1", "DB_PASSWORD": "p@ss w0rd/é&x=1"}
 FULL_RULES = build_rules(FULL_SECRETS, extra_patterns=CUSTOM_PATTERNS)
+_SHORT_FIXED = [
+    rule for rule in FULL_RULES.rules if not rule.literals and rule.max_len <= SHORT_REACH
+]
+_CUSTOM = [rule for rule in FULL_RULES.rules if rule.custom]
+
+
+def short_rules(env: dict[str, str]) -> RuleSet:
+    """Literal rules for ``env``, the built-in shapes of short reach, the custom patterns."""
+    secrets, _ = env_secrets(env)
+    return RuleSet([*secret_rules(secrets), *_SHORT_FIXED, *_CUSTOM])
 
 
 def assert_no_secret(out: bytes, secrets: Sequence[str]) -> None:
+    """0 leaks: no registered form; no raw secret with ANSI codes taken out of the output; no
+    base64 fragment with line breaks taken out."""
+    unwrapped = re.sub(rb"\r?\n", b"", out)
+    uncoloured = ANSI.sub(b"", out)
     for secret in secrets:
         for form in secret_forms(secret):
-            assert form not in out, (secret, form)
+            assert form.data not in out, (secret, form)
+            if form.gap:
+                assert form.data not in (unwrapped if b"\\r" in form.gap else uncoloured)
 
 
 def usable(secrets: Sequence[str], rule_names: Sequence[str]) -> bool:
@@ -224,7 +290,9 @@ def usable(secrets: Sequence[str], rule_names: Sequence[str]) -> bool:
     fixed_text = b" ".join(marker(name) for name in rule_names) + (
         b" aws_secret_access_key = SecretAccessKey password= AccountKey= Authorization: Bearer"
     )
-    return not any(form in fixed_text.lower() for s in secrets for form in secret_forms(s.lower()))
+    return not any(
+        form.data in fixed_text.lower() for s in secrets for form in secret_forms(s.lower())
+    )
 
 
 @SETTINGS
@@ -290,7 +358,7 @@ def test_bytes_without_secrets_pass_through(noise: bytes, raw_cuts: list[int]) -
     """With only literal rules, arbitrary bytes that hold no secret come out byte-exact."""
     env = {"ONLY_TOKEN": "\x01\x02never-in-noise\x03"}
     literal_only = RuleSet([r for r in build_rules(env).rules if r.literals])
-    assume(not any(form in noise for form in literal_only.rules[0].literals))
+    assume(not any(form.data in noise for form in literal_only.rules[0].literals))
     cuts = sorted(cut % (len(noise) + 1) for cut in raw_cuts)
     assert stream(literal_only, noise, cuts) == (noise, Counter())
 

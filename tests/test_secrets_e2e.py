@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from tests.servers import S3Server
 from tests.tfaudit_proc import chain_records, result_json, tfaudit
-from tests.tfhelpers import isolated_env, pinned_terraform, tf_init
+from tests.tfhelpers import isolated_env, pinned_terraform, terraform_on_path, tf_init
+from tfaudit_ci.redact import secret_forms
 
 STREAM = "acme/secrets"
 SECRET_ALPHABET = st.sampled_from(
@@ -259,3 +260,141 @@ def test_record_and_metadata_never_hold_credentials(
     for blob in blobs:
         for value in [*credentials.values(), jwt]:
             assert value.encode() not in blob, value
+
+
+# --- issue 13: every item through the real run path, grepped in the store -------------------
+
+ENCODED = "Xq7!rT&<pw>9-Lm/2Z"  # registered as DB_PASSWORD: every encoding of item 7
+ENV_SECRETS = {  # item 10: registered by name, by default
+    "DATABASE_URL": "postgres://app:DbUrlPassw0rd-x1@db.internal:5432/app",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0AAA/B0BBB/WebhookSecretXYZ123",
+    "MYSQL_PWD": "MysqlPwd-7c1e0b",
+    "CONSUL_HTTP_AUTH": "consul:ConsulAuth-99aa",
+    "DD_APP_KEY": "ddappkey0123456789abcdef0123456789abcdef",
+    "GITHUB_PAT": "pat-value-not-a-ghp-shape-42",
+    "TF_VAR_db_password": "TfVarPassw0rd-5d5d",
+    "SHORT_TOKEN": "pw7x!",  # item 8: shorter than 8, redacted as a word
+    "PADDED_SECRET": "padded-secret-value-9\n",  # item 8: trailing newline
+}
+
+
+def _item7_forms(secret: str) -> list[bytes]:
+    raw = secret.encode()
+    script = base64.b64encode(b"#!/bin/sh\nexport PW='" + raw + b"'\n" + b"y" * 50)
+    return [
+        raw.hex().encode(),
+        raw.hex().upper().encode(),
+        secret.encode("utf-16-le"),
+        secret.encode("utf-16-be"),
+        base64.b64encode(base64.b64encode(raw)),
+        b"\n".join(script[i : i + 76] for i in range(0, len(script), 76)),
+        json.dumps(secret)[1:-1]  # Go's json.Marshal: HTML characters as \u00XX
+        .replace("&", "\\u0026")
+        .replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .encode(),
+        raw[:6] + b"\x1b[0m\x1b[1m" + raw[6:12] + b"\x1b[32m" + raw[12:],
+    ]
+
+
+def test_items_7_to_10_never_reach_the_store(
+    s3_server: S3Server, lock_bucket: str, tmp_path: Path
+) -> None:
+    """Encodings (7), short and padded values (8), token shapes (9) and auto-registered names
+    (10), printed by a real child process through `tfaudit run`, on both pipes."""
+    from tests.test_redact_shapes import CASES
+
+    shapes = [(text, must_go) for _, text, must_go, _ in CASES]
+    printed = [f for f in _item7_forms(ENCODED)] + [
+        value.strip().encode() for value in ENV_SECRETS.values()
+    ]
+    printed += [text.encode() for text, _ in shapes]
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps([p.decode("latin-1") for p in printed]), encoding="utf-8")
+    script = (
+        "import json, os, sys\n"
+        "for index, item in enumerate(json.load(open(sys.argv[1]))):\n"
+        "    os.write(1 + index % 2, b'[' + item.encode('latin-1') + b']\\n')\n"
+    )
+    env = {
+        **isolated_env(tmp_path / "env"),
+        **s3_server.env(),
+        **ENV_SECRETS,
+        "DB_PASSWORD": ENCODED,
+        "TFAUDIT_WORK_DIR": str(tmp_path / "spools"),
+    }
+    run = ["run", "--store", f"s3://{lock_bucket}/a", "--stream", STREAM, "--"]
+    proc = tfaudit([*run, sys.executable, "-c", script, str(payload)], env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert b"SHORT_TOKEN is shorter than 8 characters" in proc.stderr  # said, never dropped
+    (record,) = chain_records(s3_server.client(), lock_bucket, STREAM, prefix="a")
+    client = s3_server.client()
+    (log,) = (a for a in record["artifacts"] if a["name"] == "output.log")
+    stored = client.get_object(
+        Bucket=lock_bucket, Key=f"a/{log['key']}", VersionId=log["version_id"]
+    )["Body"].read()
+    secrets = [ENCODED, *(value.strip() for value in ENV_SECRETS.values())]
+    secrets += [must_go for _, must_go in shapes if len(must_go) >= 8]  # not a bare prefix
+    unwrapped = stored.replace(b"\n", b"")
+    for secret in secrets:
+        assert secret.encode() not in stored, secret
+    forms = _item7_forms(ENCODED)
+    for form in forms[:5] + forms[6:]:  # all but the wrapped base64: checked unwrapped
+        assert form not in stored, form
+    fragments = {f.data for f in secret_forms(ENCODED) if f.gap.startswith(b"(?:\\r")}
+    assert len(fragments) == 3  # standard base64 at its three alignments
+    for fragment in fragments:
+        assert fragment not in unwrapped  # the wrapped base64, line breaks taken out
+    assert stored.count(b"[REDACTED:") >= len(printed) - 1
+
+
+PEM_LINES = [
+    f"MIIJ{index:03d}" + "QIBADANBgkqhkiG9w0BAQEFAASCCS0wggkpAgEAAoICAQC7" for index in range(400)
+]
+PEM_KEY = (
+    "-----BEGIN RSA PRIVATE KEY-----\n" + "\n".join(PEM_LINES) + "\n-----END RSA PRIVATE KEY-----\n"
+)
+
+
+def test_pem_keys_in_terraform_output_never_reach_the_store(
+    s3_server: S3Server, lock_bucket: str, tmp_path: Path
+) -> None:
+    """Item 6 with the real terraform: a 21 KiB key (longer than the 16 KiB match cap) in a
+    plan diff (heredoc, indented) and, escaped with \\n, inside a diagnostic's box."""
+    env = {
+        **isolated_env(tmp_path / "env"),
+        **s3_server.env(),
+        "TFAUDIT_WORK_DIR": str(tmp_path / "spools"),
+    }
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "key.pem").write_text(PEM_KEY, encoding="utf-8")
+    (work / "main.tf").write_text(
+        'terraform {\n  required_providers {\n    null = { source = "hashicorp/null", '
+        'version = "2.1.2" }\n  }\n}\n'
+        'variable "key" {\n  type = string\n  default = ""\n'
+        "  validation {\n    condition     = length(var.key) < 100\n"
+        '    error_message = "The key is too long."\n  }\n}\n'
+        'resource "null_resource" "tls" {\n  triggers = { key = file("key.pem") }\n}\n',
+        encoding="utf-8",
+    )
+    terraform = terraform_on_path() or pinned_terraform()
+    tf_init(terraform, work, env)
+    run = ["run", "--store", f"s3://{lock_bucket}/a", "--stream", STREAM, "--"]
+    diff = tfaudit([*run, str(terraform), "plan", "-input=false"], env=env, cwd=work)
+    assert diff.returncode == 0, diff.stderr.decode()
+    (work / "terraform.tfvars").write_text(f"key = {json.dumps(PEM_KEY)}\n", encoding="utf-8")
+    box = tfaudit([*run, str(terraform), "plan", "-input=false"], env=env, cwd=work)
+    assert box.returncode == 1
+    assert PEM_LINES[0].encode() in diff.stdout and b"\xe2\x94\x82" in box.stderr
+    client = s3_server.client()
+    records = chain_records(client, lock_bucket, STREAM, prefix="a")
+    assert len(records) == 2
+    for record in records:
+        (log,) = (a for a in record["artifacts"] if a["name"] == "output.log")
+        stored = client.get_object(
+            Bucket=lock_bucket, Key=f"a/{log['key']}", VersionId=log["version_id"]
+        )["Body"].read()
+        assert b"[REDACTED:private-key]" in stored
+        for line in PEM_LINES:
+            assert line.encode() not in stored, line

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tfaudit_ci.tfargs import TfInvocation, detect_tool, parse_invocation
+from tfaudit_ci.tfargs import (
+    TfInvocation,
+    argument_secrets,
+    detect_tool,
+    parse_invocation,
+    redact_arguments,
+    state_output_reason,
+)
 
 CWD = Path("/ci/build")
 
@@ -237,3 +244,86 @@ def test_real_terraform_writes_plan_where_predicted(
     applied = parse_invocation(apply_argv, cwd=base)
     assert applied.apply_plan_file == inv.plan_out
     _run(apply_argv, base, tf_env)  # terraform agrees it is a plan file to apply
+
+
+# --- issue 13: values on the command line (item 2) and state-printing commands (item 4) --------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["terraform", "plan", "-var", "db_password=hunter2-x", "-out=tfplan"],
+            ["terraform", "plan", "-var", "db_password=[REDACTED:var]", "-out=tfplan"],
+        ),
+        (
+            ["terraform", "apply", "-var=token=abc=def", "--var=region=eu-west-1", "tfplan"],
+            [
+                "terraform",
+                "apply",
+                "-var=token=[REDACTED:var]",
+                "--var=region=[REDACTED:var]",
+                "tfplan",
+            ],
+        ),
+        (
+            ["terraform", "init", "-backend-config=password=s3cret-pw", "-backend-config=prod.hcl"],
+            [
+                "terraform",
+                "init",
+                "-backend-config=password=[REDACTED:backend-config]",
+                "-backend-config=prod.hcl",
+            ],
+        ),
+        (
+            ["terraform", "init", "-backend-config", "access_key=AKIAEXAMPLE"],
+            ["terraform", "init", "-backend-config", "access_key=[REDACTED:backend-config]"],
+        ),
+        (
+            ["terragrunt", "run-all", "plan", "-var", "x=1", "-var-file=prod.tfvars"],
+            ["terragrunt", "run-all", "plan", "-var", "x=[REDACTED:var]", "-var-file=prod.tfvars"],
+        ),
+        (["python", "-var", "x=secret"], ["python", "-var", "x=secret"]),  # not terraform
+    ],
+)
+def test_redact_arguments_keeps_names(argv: list[str], expected: list[str]) -> None:
+    assert redact_arguments(argv) == expected
+
+
+def test_argument_secrets_come_from_argv_and_tf_cli_args() -> None:
+    env = {
+        "TF_CLI_ARGS_plan": "-var 'api_token=from env args' -lock=false",
+        "TF_CLI_ARGS": "-backend-config=secret_key=bc-secret-value",
+    }
+    argv = ["terraform", "plan", "-var", "db_password=argv-secret-1", "-var", "count=3"]
+    secrets, warnings = argument_secrets(argv, env)
+    assert {(s.rule, s.value) for s in secrets} == {
+        ("var:db_password", "argv-secret-1"),
+        ("var:api_token", "from env args"),
+        ("backend-config:secret_key", "bc-secret-value"),
+    }
+    assert warnings == []  # count=3: a number of a non-secret name is not a credential
+
+
+@pytest.mark.parametrize(
+    ("argv", "withheld"),
+    [
+        (["terraform", "output"], True),
+        (["terraform", "output", "-json"], True),
+        (["terraform", "output", "-raw", "db_password"], True),
+        (["tofu", "show"], True),
+        (["terraform", "show", "-json"], True),
+        (["terraform", "show", "-json", "tfplan"], True),
+        (["terraform", "show", "tfplan"], False),  # the plan as terraform renders it: masked
+        (["terraform", "state", "pull"], True),
+        (["terraform", "state", "show", "aws_db_instance.main"], True),
+        (["terraform", "state", "list"], False),
+        (["terraform", "console"], True),
+        (["terragrunt", "run-all", "output", "-json"], True),
+        (["terraform", "plan"], False),
+        (["terraform", "apply", "-auto-approve"], False),
+        (["bash", "-c", "terraform output"], False),  # not parsed: see docs/redaction.md
+    ],
+)
+def test_state_printing_commands(argv: list[str], withheld: bool) -> None:
+    assert (state_output_reason(parse(argv)) is not None) == withheld

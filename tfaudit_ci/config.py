@@ -1,5 +1,7 @@
 """Configuration: CLI flag > TFAUDIT_* environment > .tfaudit.yml (or --config) > defaults.
 
+The config file can only tighten the workflow's settings (see ``config_trust``).
+
 Every value is validated where it enters, and an error names the key and where it came from.
 """
 
@@ -12,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tfaudit_ci import config_trust
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.stores import StoreOptions
 from tfaudit_ci.stores.base import Policy
@@ -109,6 +112,7 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "redact": _as_str_list,
     "signing-key": _as_str,
     "upload-plan-file": _as_bool,
+    "store-state-output": _as_bool,
     "endpoint-url": _as_str,
     "region": _as_str,
     "work-dir": _as_str,
@@ -137,6 +141,7 @@ class Config:
     redact: list[str] = field(default_factory=list)
     signing_key: str | None = None
     upload_plan_file: bool = False
+    store_state_output: bool = False  # keep (redacted) the stdout of `output`, `state pull`...
     endpoint_url: str | None = None
     region: str | None = None
     work_dir: str | None = None
@@ -170,8 +175,8 @@ class Config:
         if not self.store:
             raise ConfigError(
                 "no store configured",
-                fix="pass --store s3://BUCKET/PREFIX, set TFAUDIT_STORE, or add `store:` "
-                "to .tfaudit.yml",
+                fix="pass --store s3://BUCKET/PREFIX or set TFAUDIT_STORE in the workflow "
+                f"(a `store:` in .tfaudit.yml counts only with {config_trust.TRUST_ENV}=1)",
             )
         return self.store
 
@@ -226,23 +231,35 @@ def load_config(
     *,
     cwd: Path,
     config_path: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Config:
-    """Merge the layers. ``flags`` holds only the flags the user actually gave."""
+    """Merge the layers. ``flags`` holds only the flags the user actually gave. The config file
+    is repository content: it can only tighten the workflow's settings (``config_trust``)."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
+    file_values: dict[str, Any] = {}
+    file_sources: dict[str, str] = {}
 
     path_text = config_path or env.get("TFAUDIT_CONFIG")
     path = Path(path_text) if path_text else cwd / DEFAULT_CONFIG_FILE
     if path_text and not path.is_absolute():
         path = cwd / path
     if path.exists() or path_text:
-        sources.update(_apply(values, _read_file(path), f"config file {path_text or path.name}"))
+        source = f"config file {path_text or path.name}"
+        file_sources = _apply(file_values, _read_file(path), source)
 
     env_raw = {key: env[env_name(key)] for key in KEYS if env_name(key) in env}
     for key, value in env_raw.items():
         sources.update(_apply(values, {key: value}, f"environment variable {env_name(key)}"))
     for key, value in flags.items():
         sources.update(_apply(values, {key: value}, f"flag --{key}"))
+    values, sources = config_trust.resolve(
+        config_trust.Layer(file_values, file_sources),
+        config_trust.Layer(values, sources),
+        default=lambda key: getattr(Config(), key.replace("-", "_")),
+        trusted=config_trust.trusts_repo_config(env),
+        warn=warn or config_trust.warn_on_stderr,
+    )
 
     config = Config(sources=sources)
     for key, value in values.items():

@@ -21,11 +21,20 @@ Marker conventions found in real plans (terraform 1.0 to 1.11, tofu alike):
   variable shows up in ``module_calls.*.expressions.*.constant_value``.
 
 These rules are applied wherever the pattern occurs, so new plan sections that follow the
-same conventions are covered too. Finally, terraform does not mark values a provider
-derives from a sensitive input (e.g. ``null_data_source.outputs`` echoing a sensitive
-``inputs``), so every occurrence of an already-redacted string elsewhere in the plan is
-replaced as well (sensitive strings of at least MIN_PROPAGATED_LENGTH characters; see
-``_Redactor.replace`` for which ones).
+same conventions are covered too; the same walk reads a state (``show -json`` without a plan
+file). Finally, terraform does not mark values a provider derives from a sensitive input
+(e.g. ``null_data_source.outputs`` echoing a sensitive ``inputs``), so every occurrence of an
+already-redacted string elsewhere in the plan is replaced as well (sensitive strings of at
+least MIN_PROPAGATED_LENGTH characters; see ``_Redactor.replace`` for which ones).
+
+Every string the plan marks sensitive (elements of sensitive maps, lists and sets included) is
+also returned, in memory only, for the log's second redaction pass (``secondpass``).
+
+``configuration`` is the source code: every literal in it (``constant_value``, variable
+defaults; provider blocks included) is replaced by ``(redacted literal)`` even where nothing
+marks it sensitive, since a provider's ``secret_key = "..."`` or a resource's
+``connection_properties = { PASSWORD = "..." }`` is marked nowhere in configuration.
+Addresses, references, types, names and the summary stay.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SENSITIVE = "(sensitive value)"
+LITERAL = "(redacted literal)"
+# Keys of ``configuration`` whose value is a literal written in the source.
+_LITERAL_KEYS = ("constant_value", "default")
 
 # Shorter sensitive strings are not searched for elsewhere: replacing every "1" or "yes"
 # in a plan would destroy it while protecting nothing worth protecting.
@@ -80,10 +92,21 @@ class PlanSummary:
         return "Plan: " + ", ".join(parts) + "."
 
 
+@dataclass
+class PlanRedaction:
+    """The redacted plan, its counts, and (memory only) every string it marks sensitive."""
+
+    plan: dict[str, Any]
+    sensitive_count: int
+    literal_count: int
+    sensitive: frozenset[str] = field(default=frozenset(), repr=False)
+
+
 class _Redactor:
     def __init__(self) -> None:
         self.count = 0
         self.secrets: set[str] = set()
+        self.everything: set[str] = set()  # every sensitive string, inner ones included
 
     def replace(self, value: Any, *, remember_inner: bool = False) -> str:
         """Count a replacement and remember the secret to scrub its copies elsewhere.
@@ -97,6 +120,7 @@ class _Redactor:
         self.count += 1
         if isinstance(value, str) or remember_inner:
             self._remember(value)
+        self.everything.update(_strings(value))
         return SENSITIVE
 
     def _remember(self, value: Any) -> None:
@@ -171,6 +195,48 @@ class _Redactor:
         return node
 
 
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [] if node == SENSITIVE else [node]
+    if isinstance(node, dict):
+        return [text for item in node.values() for text in _strings(item)]
+    if isinstance(node, list):
+        return [text for item in node for text in _strings(item)]
+    return []
+
+
+def _replace_literals(node: Any) -> tuple[Any, int]:
+    """Every scalar in ``node`` (but null and an already redacted value) -> LITERAL; map keys
+    and list lengths are kept."""
+    if isinstance(node, dict):
+        pairs = [(key, _replace_literals(item)) for key, item in node.items()]
+        return {key: item for key, (item, _) in pairs}, sum(count for _, (_, count) in pairs)
+    if isinstance(node, list):
+        pairs_ = [_replace_literals(item) for item in node]
+        return [item for item, _ in pairs_], sum(count for _, count in pairs_)
+    if node is None or node in (SENSITIVE, LITERAL):
+        return node, 0
+    return LITERAL, 1
+
+
+def _redact_configuration_literals(node: Any) -> tuple[Any, int]:
+    """Walk ``configuration``: literal-holding keys lose their values, nothing else does."""
+    if isinstance(node, list):
+        pairs = [_redact_configuration_literals(item) for item in node]
+        return [item for item, _ in pairs], sum(count for _, count in pairs)
+    if not isinstance(node, dict):
+        return node, 0
+    result: dict[str, Any] = {}
+    total = 0
+    for key, item in node.items():
+        if key in _LITERAL_KEYS:
+            result[key], count = _replace_literals(item)
+        else:
+            result[key], count = _redact_configuration_literals(item)
+        total += count
+    return result, total
+
+
 def _any_sensitive(marker: Any) -> bool:
     if marker is True:
         return True
@@ -231,11 +297,8 @@ def _redact_module_call_literals(module: Any, redactor: _Redactor) -> None:
         _redact_module_call_literals(child, redactor)
 
 
-def redact_plan(plan: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """Deep copy of ``plan`` with every value terraform marks sensitive replaced.
-
-    Returns the copy and the number of values replaced. The input is not modified.
-    """
+def analyze_plan(plan: dict[str, Any]) -> PlanRedaction:
+    """Redact a plan (or a state) as described above; the input is not modified."""
     redactor = _Redactor()
     working = copy.deepcopy(plan)
     _redact_declared_variables(working, redactor)
@@ -243,7 +306,17 @@ def redact_plan(plan: dict[str, Any]) -> tuple[dict[str, Any], int]:
     if isinstance(configuration, dict):
         _redact_module_call_literals(configuration.get("root_module"), redactor)
     walked = redactor.scrub_strings(redactor.walk(working))
-    return walked, redactor.count
+    literals = 0
+    if isinstance(walked.get("configuration"), dict):
+        walked["configuration"], literals = _redact_configuration_literals(walked["configuration"])
+    return PlanRedaction(walked, redactor.count, literals, frozenset(redactor.everything))
+
+
+def redact_plan(plan: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Deep copy of ``plan`` with every value terraform marks sensitive replaced, and every
+    configuration literal. Returns the copy and the number of sensitive values replaced."""
+    result = analyze_plan(plan)
+    return result.plan, result.sensitive_count
 
 
 def _actions(change: Any) -> list[str]:

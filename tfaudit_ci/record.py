@@ -72,6 +72,8 @@ def build_record(
     retention: dict[str, Any],
     identity: dict[str, Any] | None = None,
     burned: list[dict[str, Any]] | None = None,
+    redaction: dict[str, Any] | None = None,
+    withheld: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The record without its signature; the signer adds ``signature`` over these bytes."""
     return {
@@ -95,5 +97,7 @@ def build_record(
         "redactions": dict(sorted(redactions.items())),
         "retention": retention,
         "identity": identity,
+        "redaction": redaction,  # the second pass: its source, counts and warnings
+        "withheld": withheld or [],  # what was not uploaded (stdout, a log), sizes and reasons
         "tfaudit_version": __version__,
     }

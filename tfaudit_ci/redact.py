@@ -5,14 +5,17 @@ the spool passes through a :class:`StreamRedactor` first.
 
 Matching semantics (identical for any chunking of the input):
 
-* Rules are tried at each position in priority order: env-secret literals (longest first),
-  then the built-in token shapes, then custom patterns. The leftmost match wins; at the same
-  start the higher-priority rule wins; scanning resumes after the match (no overlaps).
+* Rules are tried at each position in priority order: registered-secret literals (longest
+  first), then the built-in token shapes (``redact_shapes``), then custom patterns. The leftmost
+  match wins; at the same start the higher-priority rule wins; scanning resumes after the
+  match (no overlaps).
 * Every match is cut at a bounded reach (``Rule.max_len``: exact for fixed shapes,
   ``LONG_MATCH_CAP`` for open-ended ones such as private keys, ``CUSTOM_MAX_MATCH`` for custom
   patterns such as ``\\S+``). That is what lets the stream be cut anywhere: a match is only
   committed once the bytes it depends on are buffered, so the carry never exceeds
   ``RuleSet.max_match`` (+ one block).
+* A private key cut at the cap is continued: right after it, the rest of its body (up to its
+  END line) is redacted in further capped steps, so a PEM/PGP block of any length goes whole.
 * A rule may redact only part of its match: a group named ``secret`` (``label=(?P<secret>…)``)
   keeps the label readable and replaces just the value.
 
@@ -24,32 +27,49 @@ look-around, no back-references).
 
 from __future__ import annotations
 
-import base64
+import functools
 import importlib
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
-from urllib.parse import quote, quote_plus
 
 from tfaudit_ci.errors import ConfigError
+from tfaudit_ci.redact_env import Secret, env_secrets, is_secret_env_name, value_secrets
+from tfaudit_ci.redact_forms import MIN_SECRET_LENGTH, Form, normalized, secret_forms
+from tfaudit_ci.redact_shapes import BUILTIN_SHAPES, LONG_MATCH_CAP, PEM_CONTINUATION, PEM_RULE
 
-# Values shorter than this are not treated as secrets: a 3-character "secret" such as "dev" or
-# "true" would redact random words all over the log and make it useless, while offering no real
-# protection (such values are guessable anyway).
-MIN_SECRET_LENGTH = 8
+__all__ = [
+    "CUSTOM_MAX_MATCH",
+    "LONG_MATCH_CAP",
+    "MIN_SECRET_LENGTH",
+    "Rule",
+    "RuleSet",
+    "Secret",
+    "StreamRedactor",
+    "build_rules",
+    "is_secret_env_name",
+    "marker",
+    "redact_bytes",
+    "redact_text",
+    "secret_forms",
+    "secret_rules",
+    "value_secrets",
+]
+
 # Custom patterns may be unbounded; their matches are cut here so the carry stays bounded.
 CUSTOM_MAX_MATCH = 4096
-# Built-in rules with open-ended bodies (private keys, JWTs, Authorization values) are cut
-# here: 16 KiB holds an RSA-8192 PEM key. The DFA scans an open-ended body at full speed,
-# where a counted repetition of this size would build one DFA state per byte.
-LONG_MATCH_CAP = 16384
 # The stream is scanned in blocks of at least this many new bytes (amortises the rescan of the
 # carry); memory is bounded by max_match + SCAN_BLOCK + the size of one fed chunk.
 SCAN_BLOCK = 256 * 1024
-_RE2_MAX_MEM = 64 << 20
+# RE2's budget for one compiled scanner (program + lazily built DFA). Gap-tolerant literals of
+# 100 secrets need ~100 MB of DFA states to stay on the DFA; with less RE2 drops to its NFA,
+# which is ~500x slower. It is a ceiling, not an allocation: typical logs touch a few MB.
+_RE2_MAX_MEM = 256 << 20
+# Registered literals are split into scanners of at most this many regex bytes each (RE2
+# refuses programs past its budget; a plan can register thousands of sensitive values).
+_LITERAL_SOURCE_BUDGET = 1 << 20
 
 _re2: Any = importlib.import_module("re2")
 
@@ -76,159 +96,68 @@ def _re2_compile(source: bytes, capture: bool = True) -> _Regex:
     return cast(_Regex, _re2.compile(source, options=options))
 
 
-# PEM body characters, including the header lines of encrypted keys (Proc-Type: 4,ENCRYPTED)
-# and JSON-escaped newlines (\n). A dash is only taken before a letter or digit, so the body
-# stops right at the "-----END" line; without an END line, a bounded stretch of key-like text
-# after BEGIN is still redacted.
-_PEM_BODY = r"(?:[A-Za-z0-9+/=\\\r\n\t :,]|-[A-Za-z0-9])"
-_PEM_LABEL = r"[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-_PEM = rf"-----BEGIN{_PEM_LABEL}{_PEM_BODY}*(?:-----END{_PEM_LABEL})?"
-_B64URL = "[A-Za-z0-9_-]"
-_QUOTE = r"(?:\\?[\"'])?"  # an optional quote, possibly JSON-escaped (\")
-_ASSIGN = r"[ \t]{0,4}(?:=>|[:=])[ \t]{0,4}"
-
-# (name, source, max_len). Order is priority at equal start positions. max_len is checked
-# against Python's own width computation in the tests.
-_BUILTIN_SHAPES: tuple[tuple[str, str, int], ...] = (
-    ("private-key", _PEM, LONG_MATCH_CAP),
-    (
-        "aws-access-key-id",
-        r"(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}",
-        20,
-    ),
-    (
-        "aws-secret-access-key",
-        r"(?i:aws_?secret_?access_?key|secret_?access_?key|aws_?secret_?key|secret_?key)"
-        rf"{_QUOTE}{_ASSIGN}{_QUOTE}(?P<secret>[A-Za-z0-9/+]{{40}})",
-        75,
-    ),
-    ("github-token", r"gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,251}", 262),
-    (
-        "gitlab-token",
-        r"(?:glpat|gldt|glrt|glptt|glcbt|glft|glimt|glsoat|gloas|glagent)-[A-Za-z0-9_-]{20,250}",
-        258,
-    ),
-    ("slack-token", r"xox[baprs]-[A-Za-z0-9-]{10,250}", 255),
-    (
-        "jwt",
-        rf"eyJ{_B64URL}{{4,}}\.{_B64URL}{{4,}}\.{_B64URL}*",
-        LONG_MATCH_CAP,
-    ),
-    (
-        "azure-account-key",
-        r"(?:AccountKey|SharedAccessKey)=(?P<secret>[A-Za-z0-9+/]{20,200}={0,2})",
-        218,
-    ),
-    (
-        "authorization-header",
-        r"(?i:authorization)[\"'\]]?[ \t]{0,4}[:=][ \t]{0,4}[\[\"']{0,2}"
-        r"(?i:bearer|basic|token)[ \t]{1,4}(?P<secret>[A-Za-z0-9._~+/=-]{8,})",
-        LONG_MATCH_CAP,
-    ),
-)
-
-# --- secret environment variable names -------------------------------------------------------
-
-_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "JWT")
-_SECRET_KEY_SUFFIXES = (
-    "PRIVATE_KEY", "API_KEY", "APIKEY", "ACCESS_KEY", "SECRET_KEY", "ACCOUNT_KEY", "MASTER_KEY",
-    "SIGNING_KEY", "ENCRYPTION_KEY", "CLIENT_KEY", "SHARED_KEY", "SAS_KEY", "AUTH_KEY",
-    "LICENSE_KEY", "HMAC_KEY", "SSH_KEY", "DEPLOY_KEY", "SESSION_KEY", "STORAGE_KEY",
-    "SUBSCRIPTION_KEY", "CONSUMER_KEY",
-)  # fmt: skip
-# Names whose values are locations or identifiers, not credentials, even though they contain a
-# secret-looking word (ACTIONS_ID_TOKEN_REQUEST_URL, AWS_WEB_IDENTITY_TOKEN_FILE, …).
-_PUBLIC_SUFFIXES = ("_URL", "_URI", "_FILE", "_PATH", "_DIR", "_ENDPOINT", "_ID", "_NAME", "_TYPE")
-_PUBLIC_NAMES = frozenset({"GOOGLE_APPLICATION_CREDENTIALS", "AWS_ACCESS_KEY_ID"})
-_TF_VAR_WORDS = ("secret", "password", "passwd", "token", "key", "credential")
-
-
-def is_secret_env_name(name: str) -> bool:
-    """Whether an environment variable's value should be treated as a secret (by its name)."""
-    upper = name.upper()
-    if upper.startswith("TF_VAR_"):
-        return any(word in upper[7:].lower() for word in _TF_VAR_WORDS)
-    if upper.startswith("TF_TOKEN_"):  # Terraform registry/host credentials
-        return True
-    if upper in _PUBLIC_NAMES or upper.endswith(_PUBLIC_SUFFIXES):
-        return False
-    if any(word in upper for word in _SECRET_WORDS):
-        return True
-    return upper.endswith(_SECRET_KEY_SUFFIXES) or upper == "KEY"
-
-
-def _base64_forms(raw: bytes) -> set[bytes]:
-    """Base64 (standard and url-safe) of ``raw``, on its own and embedded mid-stream.
-
-    Mid-stream, the encoding of ``raw`` depends on its alignment within the encoded data; for
-    each of the three alignments only the characters fully determined by ``raw`` are fixed, so
-    those are registered too.
-    """
-    forms: set[bytes] = set()
-    for encode in (base64.b64encode, base64.urlsafe_b64encode):
-        whole = encode(raw)
-        forms.update({whole, whole.rstrip(b"=")})
-        for offset in range(3):
-            encoded = encode(b"\0" * offset + raw)
-            first = -(-8 * offset // 6)  # ceil: first char made only of raw's bits
-            last = (8 * offset + 8 * len(raw)) // 6  # exclusive
-            forms.add(encoded[first:last])
-    return forms
-
-
-def secret_forms(value: str) -> tuple[bytes, ...]:
-    """The byte forms of an env secret that are redacted, longest first."""
-    raw = value.encode("utf-8", "surrogateescape")
-    forms = {raw} | _base64_forms(raw)
-    for safe in ("", "/"):
-        for encoded in (quote(raw, safe=safe), quote_plus(raw, safe=safe)):
-            # Percent-encoders disagree on hex case; register both spellings.
-            forms.add(encoded.encode("ascii"))
-            forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), encoded).encode())
-    for ensure_ascii in (True, False):
-        escaped = json.dumps(value, ensure_ascii=ensure_ascii)[1:-1]
-        forms.add(escaped.encode("utf-8", "surrogateescape"))
-    kept = (form for form in forms if len(form) >= MIN_SECRET_LENGTH)
-    return tuple(sorted(kept, key=lambda form: (-len(form), form)))
-
-
-def _literal(form: bytes) -> bytes:
-    """A regex for exactly ``form`` that Python and RE2 read alike (re.escape's "\\<newline>"
-    is not valid RE2)."""
-    return b"".join(
-        bytes((byte,)) if chr(byte).isalnum() and byte < 128 else b"\\x%02x" % byte for byte in form
-    )
-
-
 # --- rules -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One redaction rule. ``pattern`` is the Python view of the rule's (RE2-compatible) regex."""
+    """One redaction rule: a name, its (RE2/Python-compatible) regex source and its reach."""
 
     name: str
-    pattern: re.Pattern[bytes]
+    source: bytes
     max_len: int  # longest span the rule can match (custom rules are cut to this)
-    literals: tuple[bytes, ...] = ()  # env-secret rules: the exact byte forms, longest first
+    literals: tuple[Form, ...] = ()  # registered-secret rules: their forms, longest first
 
     @property
     def custom(self) -> bool:
         return self.name.startswith("custom:")
 
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[bytes]:
+        """The Python view of the regex (tests compare the engine against it)."""
+        return re.compile(self.source)
+
 
 class RuleSet:
     """An immutable set of rules compiled for scanning. Safe to share between threads."""
 
-    def __init__(self, rules: Iterable[Rule], secret_values: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        secret_values: Iterable[str] = (),
+        warnings: Iterable[str] = (),
+    ) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self._secret_values = tuple(sorted(set(secret_values)))
+        self.warnings: tuple[str, ...] = tuple(dict.fromkeys(warnings))
         self.max_match: int = max((rule.max_len for rule in self.rules), default=1)
         self._scanners: tuple[_Scanner, ...] = _compile_scanners(self.rules)
+        self._continuation: _Regex | None = (
+            _re2_compile(PEM_CONTINUATION.encode("ascii"), False)
+            if any(rule.name == PEM_RULE for rule in self.rules)
+            else None
+        )
 
     def masked_values(self) -> list[str]:
-        """The literal env secret values, e.g. for GitHub's ``::add-mask::``."""
-        return list(self._secret_values)
+        """The registered secret values long enough to mask, e.g. for GitHub's ``::add-mask::``
+        (which masks substrings: a short value would mask parts of every word)."""
+        return [value for value in self._secret_values if len(value) >= MIN_SECRET_LENGTH]
+
+
+def secret_rules(secrets: Iterable[Secret]) -> list[Rule]:
+    """One literal rule per rule name, holding every form of every value registered under it."""
+    by_rule: dict[str, dict[bytes, Form]] = {}
+    for secret in secrets:
+        forms = by_rule.setdefault(secret.rule, {})
+        for form in secret_forms(secret.value, full=secret.full):
+            forms.setdefault(form.data, form)
+    rules = []
+    for name, found in sorted(by_rule.items()):
+        if found:
+            ordered = tuple(sorted(found.values(), key=lambda form: (-len(form.data), form.data)))
+            source = b"|".join(form.source() for form in ordered)
+            rules.append(Rule(name, source, max(form.max_len for form in ordered), ordered))
+    return rules
 
 
 def build_rules(
@@ -236,24 +165,20 @@ def build_rules(
     *,
     extra_patterns: Sequence[str] = (),
     extra_env_names: Sequence[str] = (),
+    secrets: Sequence[Secret] = (),
+    warnings: Sequence[str] = (),
 ) -> RuleSet:
-    """Rules for secret env values in ``env``, the built-in shapes and custom patterns."""
-    forced = set(extra_env_names)
-    rules: list[Rule] = []
-    values: list[str] = []
-    for name in sorted(env):
-        value = env[name]
-        if not (name in forced or is_secret_env_name(name)) or len(value) < MIN_SECRET_LENGTH:
-            continue
-        forms = secret_forms(value)
-        pattern = re.compile(b"|".join(map(_literal, forms)))
-        rules.append(Rule(f"env:{name}", pattern, max(map(len, forms)), forms))
-        values.append(value)
-    for name, source, max_len in _BUILTIN_SHAPES:
-        rules.append(Rule(name, re.compile(source.encode("ascii")), max_len))
+    """Rules for the registered secrets (those of ``env`` plus ``secrets``), the built-in
+    shapes and custom patterns. ``warnings`` are carried into ``RuleSet.warnings``."""
+    registered, env_warnings = env_secrets(env, extra_env_names)
+    registered += secrets
+    rules = secret_rules(registered)
+    for name, source, max_len in BUILTIN_SHAPES:
+        rules.append(Rule(name, source.encode("ascii"), max_len))
     for index, source in enumerate(extra_patterns, start=1):
         rules.append(_custom_rule(index, source))
-    return RuleSet(rules, values)
+    values = [secret.value for secret in registered]
+    return RuleSet(rules, values, [*env_warnings, *warnings])
 
 
 def _custom_rule(index: int, source: str) -> Rule:
@@ -271,7 +196,8 @@ def _custom_rule(index: int, source: str) -> Rule:
             f"redact pattern {source!r} matches the empty string",
             fix="make the pattern require at least one character",
         )
-    return Rule(f"custom:{index}", pattern, CUSTOM_MAX_MATCH)
+    del pattern  # compiled above only to reject what Python's re cannot read
+    return Rule(f"custom:{index}", encoded, CUSTOM_MAX_MATCH)
 
 
 # --- scanning engine -------------------------------------------------------------------------
@@ -284,12 +210,13 @@ class _Hit:
     cut_start: int  # the part that is replaced by the marker
     cut_end: int
     rule: str
+    capped: bool = False  # the match reached the scanner's reach: it may go on
 
 
 @dataclass(frozen=True)
 class _Branch:
-    """One rule, matched anchored at a located start. ``rule`` None: the env-literal branch,
-    whose rule is looked up from the matched bytes."""
+    """One rule, matched anchored at a located start. ``rule`` None: a literal branch, whose
+    rule is looked up from the matched bytes."""
 
     regex: _Regex
     rule: str | None
@@ -351,9 +278,16 @@ class _Scanner:
                 cut = found.span(branch.secret_group)
             if cut[1] == cut[0]:  # empty (custom patterns only): no hit at this start
                 return None
-            rule = branch.rule or self.owners[buf[start:stop]]
-            return _Hit(start, stop, cut[0], cut[1], rule)
+            rule = branch.rule or self._owner(buf[start:stop])
+            return _Hit(start, stop, cut[0], cut[1], rule, stop == start + self.reach)
         return None
+
+    def _owner(self, matched: bytes) -> str:
+        """The rule of a literal match, which may carry ANSI codes or a line wrap inside."""
+        for form in normalized(matched):
+            if form in self.owners:
+                return self.owners[form]
+        return "secret"  # unreachable: every literal match normalises to a registered form
 
 
 def _secret_group(regex: _Regex) -> int | None:
@@ -361,34 +295,61 @@ def _secret_group(regex: _Regex) -> int | None:
     return index if index is not None else regex.groupindex.get("secret")
 
 
-def _compile_scanners(rules: Sequence[Rule]) -> tuple[_Scanner, ...]:
-    """One combined scanner for literals and built-ins, plus one per custom pattern."""
+def _literal_groups(rules: Sequence[Rule]) -> tuple[list[list[Form]], dict[bytes, str]]:
+    """Every registered form once (longest first), split into groups RE2 can compile, and the
+    rule that owns each form."""
     owners: dict[bytes, str] = {}
+    forms: list[Form] = []
     for rule in rules:
         for form in rule.literals:
-            owners.setdefault(form, rule.name)
-    sources: list[tuple[bytes, str | None]] = []
-    if owners:
-        ordered = sorted(owners, key=lambda form: (-len(form), form))
-        sources.append((b"|".join(map(_literal, ordered)), None))
-    for rule in rules:
-        if not rule.literals and not rule.custom:
-            sources.append((rule.pattern.pattern, rule.name))
+            if form.data not in owners:
+                owners[form.data] = rule.name
+                forms.append(form)
+    forms.sort(key=lambda form: (-len(form.data), form.data))
+    groups: list[list[Form]] = []
+    size = 0
+    for form in forms:
+        if not groups or size + len(form.source()) > _LITERAL_SOURCE_BUDGET:
+            groups.append([])
+            size = 0
+        groups[-1].append(form)
+        size += len(form.source()) + 1
+    return groups, owners
+
+
+def _scanner(
+    sources: Sequence[tuple[bytes, str | None]], reach: int, owners: Mapping[bytes, str]
+) -> _Scanner:
+    locator = _re2_compile(b"|".join(b"(?:" + source + b")" for source, _ in sources), False)
+    branches = []
+    for source, name in sources:
+        regex = _re2_compile(source)
+        branches.append(_Branch(regex, name, _secret_group(regex)))
+    return _Scanner(locator, branches, reach, owners)
+
+
+def _compile_scanners(rules: Sequence[Rule]) -> tuple[_Scanner, ...]:
+    """One combined scanner for literals and built-ins, plus one per custom pattern.
+
+    Thousands of registered values (a big plan's sensitive strings) are split over several
+    literal scanners; at an equal start the earlier scanner (longer forms) wins.
+    """
+    groups, owners = _literal_groups(rules)
+    shapes = [(rule.source, rule) for rule in rules if not rule.literals and not rule.custom]
     scanners: list[_Scanner] = []
-    if sources:
-        locator = _re2_compile(b"|".join(b"(?:" + source + b")" for source, _ in sources), False)
-        branches = []
-        for source, name in sources:
-            regex = _re2_compile(source)
-            branches.append(_Branch(regex, name, _secret_group(regex)))
-        reach = max(rule.max_len for rule in rules if not rule.custom)
-        scanners.append(_Scanner(locator, branches, reach, owners))
+    for index, group in enumerate(groups or [[]]):
+        sources: list[tuple[bytes, str | None]] = []
+        if group:
+            sources.append((b"|".join(form.source() for form in group), None))
+        reach = max((form.max_len for form in group), default=1)
+        if index == 0:
+            sources += [(source, rule.name) for source, rule in shapes]
+            reach = max([reach, *(rule.max_len for _, rule in shapes)])
+        if sources:
+            scanners.append(_scanner(sources, reach, owners))
     for rule in rules:
         if rule.custom:
-            regex = _re2_compile(rule.pattern.pattern)
-            branch = _Branch(regex, rule.name, _secret_group(regex))
-            locator = _re2_compile(rule.pattern.pattern, False)
-            scanners.append(_Scanner(locator, [branch], rule.max_len, {}))
+            scanners.append(_scanner([(rule.source, rule.name)], rule.max_len, {}))
     return tuple(scanners)
 
 
@@ -403,6 +364,8 @@ class StreamRedactor:
     def __init__(self, ruleset: RuleSet, *, scan_block: int | None = None) -> None:
         """``scan_block``: scan once this many new bytes are buffered (tests use tiny ones)."""
         self._scanners = ruleset._scanners
+        self._continuation = ruleset._continuation
+        self._open = False  # a private key was cut at the cap right where _buf's decided part ends
         self.counts: Counter[str] = Counter()
         self._buf = b""  # [context byte][undecided bytes]
         self._pos = 0  # start of the undecided bytes in _buf
@@ -428,7 +391,7 @@ class StreamRedactor:
     def flush(self) -> bytes:
         """End of stream: return the rest, redacted. The redactor can then be reused."""
         out = self._scan(final=True)
-        self._buf, self._pos = b"", 0
+        self._buf, self._pos, self._open = b"", 0, False
         return out
 
     def _scan(self, *, final: bool) -> bytes:
@@ -440,6 +403,13 @@ class StreamRedactor:
         hits: list[_Hit | None] = [None] * len(self._scanners)
         stale = [True] * len(self._scanners)
         while True:
+            if self._open:
+                # The rest of a private key cut at the cap: its body, in capped steps too.
+                step = self._continue_key(buf, pos, final)
+                if step is None:  # not decidable before more bytes arrive
+                    break
+                pos = step
+                continue
             best: _Hit | None = None
             bound = size
             for index, scanner in enumerate(self._scanners):
@@ -456,6 +426,7 @@ class StreamRedactor:
                 out += (buf[pos : best.cut_start], marker(best.rule), buf[best.cut_end : best.end])
                 self.counts[best.rule] += 1
                 pos = best.end
+                self._open = best.capped and best.rule == PEM_RULE and not _ends_key(buf, pos)
                 continue
             emit_to = size if final else max(pos, min(bound, best.start if best else bound))
             out.append(buf[pos:emit_to])
@@ -464,6 +435,20 @@ class StreamRedactor:
         keep = max(pos - 1, 0)  # one byte of context for \b and ^ at the next start
         self._buf, self._pos = buf[keep:], pos - keep
         return b"".join(out)
+
+    def _continue_key(self, buf: bytes, pos: int, final: bool) -> int | None:
+        """Where the continued private key ends (``pos``: it does not go on), or None."""
+        assert self._continuation is not None
+        if not final and pos + LONG_MATCH_CAP + 1 > len(buf):
+            return None
+        found = self._continuation.match(buf, pos, min(len(buf), pos + LONG_MATCH_CAP))
+        end = found.end() if found is not None else pos
+        self._open = end == pos + LONG_MATCH_CAP and not _ends_key(buf, end)
+        return end
+
+
+def _ends_key(buf: bytes, end: int) -> bool:
+    return buf[max(end - 5, 0) : end] == b"-----"
 
 
 def redact_bytes(data: bytes, ruleset: RuleSet) -> tuple[bytes, Counter[str]]:

@@ -1,8 +1,11 @@
 """Spawn the wrapped command, stream its output live and, redacted, into the spool.
 
 Memory stays flat: output moves in fixed-size chunks; only the redactor's bounded carry
-is held back. SIGINT/SIGTERM are forwarded to the command's process group so terraform can
-stop gracefully and release its state lock; a repeated signal escalates.
+is held back. A command whose stdout prints state (``terraform output``...) can have its stdout
+withheld: it reaches the console, and only its size reaches the spool.
+
+SIGINT/SIGTERM are forwarded to the command's process group so terraform can stop gracefully
+and release its state lock; a repeated signal escalates.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Outcome:
     signal_received: int | None = None  # the first SIGINT/SIGTERM tfaudit received
     crashed: bool = False
     redactions: Counter[str] = field(default_factory=Counter)
+    stdout_withheld_bytes: int | None = None  # None: stdout was spooled
 
 
 class _CrashScanner:
@@ -173,6 +177,19 @@ def _redact(
     write_tail(tail, b"")  # the log is complete: no tail to merge
 
 
+class _Withheld:
+    """The stdout of a command whose stdout is not stored: counted (and scanned for a crash),
+    never kept."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def drain(self, chunks: queue.Queue[bytes | None], scanner: _CrashScanner) -> None:
+        while (chunk := chunks.get()) is not None:
+            self.size += len(chunk)
+            scanner.feed(chunk)
+
+
 def run_streaming(
     argv: Sequence[str],
     *,
@@ -182,6 +199,7 @@ def run_streaming(
     ruleset: RuleSet,
     stdout: BinaryIO,
     stderr: BinaryIO,
+    withhold_stdout: bool = False,
 ) -> Outcome:
     started = utc_now()
     try:
@@ -211,6 +229,7 @@ def run_streaming(
     # One scanner per pipe: interleaved stdout bytes must not hide a marker on stderr.
     scanners = (_CrashScanner(), _CrashScanner())
     redactors = (StreamRedactor(ruleset), StreamRedactor(ruleset))
+    withheld = _Withheld() if withhold_stdout else None
     threads: list[threading.Thread] = []
     for number, pipe, console, redactor, scanner in (
         (1, proc.stdout, stdout, redactors[0], scanners[0]),
@@ -220,6 +239,11 @@ def run_streaming(
         chunks: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
         tail = tail_path(spool.path, number)
         threads.append(threading.Thread(target=_read, args=(pipe, console, chunks), daemon=True))
+        if number == 1 and withheld is not None:
+            threads.append(
+                threading.Thread(target=withheld.drain, args=(chunks, scanner), daemon=True)
+            )
+            continue
         threads.append(
             threading.Thread(
                 target=_redact, args=(chunks, redactor, spool, scanner, tail), daemon=True
@@ -248,4 +272,5 @@ def run_streaming(
         signal_received=forwarder.first,
         crashed=any(s.found for s in scanners) or (returncode < 0 and forwarder.first is None),
         redactions=counts,
+        stdout_withheld_bytes=withheld.size if withheld is not None else None,
     )

@@ -126,7 +126,9 @@ class Shipper:
                 return StoredObject(key, version.version_id, artifact.sha256, artifact.size)
         return None
 
-    def upload_artifacts(self) -> list[dict[str, Any]]:
+    def upload_artifacts(self, again: bool = False) -> list[dict[str, Any]]:
+        """Upload and read back every artifact; ``again``: an earlier ship of this spool may
+        have uploaded some already."""
         options = self.spool.store_options
         stored = []
         for artifact in self.spool.artifacts:
@@ -134,7 +136,7 @@ class Shipper:
             path = _artifact_path(artifact, self.spool_dir)
             # A second ship of this spool finds its first upload and pins that version: a
             # second version would be an unpinned object in the run folder.
-            earlier = self._earlier_upload(key, artifact) if self.spool.upload_attempted else None
+            earlier = self._earlier_upload(key, artifact) if again else None
             stored.append(
                 (
                     artifact,
@@ -197,6 +199,8 @@ class Shipper:
                 redactions=spool.redactions,
                 retention=retention,
                 identity=spool.identity,
+                redaction=spool.redaction,
+                withheld=spool.withheld,
             )
 
         appended = chain.append(build, self.signer, run_folder=spool.run_folder, lock=self.lock)
@@ -270,10 +274,11 @@ def ship_spool(
             for a in spool.artifacts
         ]
         spool.save(spool_dir)
-    if not spool.upload_attempted:
+    again = spool.upload_attempted
+    if not again:
         spool.upload_attempted = True
         spool.save(spool_dir)
-    entries = shipper.upload_artifacts()
+    entries = shipper.upload_artifacts(again)
     if not spool.record_attempted:
         spool.record_attempted = True
         spool.save(spool_dir)

@@ -175,7 +175,11 @@ def pending_spools(work_dir: Path) -> list[Path]:
     )
 
 
-def settle(spool_dir: Path, keep: tuple[str, ...] = (LOG_FILE, PLAN_FILE)) -> Path:
+# A log the second pass could not clear is withheld from the store and kept here instead.
+WITHHELD_LOG = LOG_FILE + ".withheld"
+
+
+def settle(spool_dir: Path, keep: tuple[str, ...] = (LOG_FILE, PLAN_FILE, WITHHELD_LOG)) -> Path:
     """After a successful ship: move the redacted outputs to ``shipped/``, remove the spool,
     and forget shipped outputs older than a day. Returns the shipped folder."""
     shipped_root = spool_dir.parent.parent / SHIPPED_DIR

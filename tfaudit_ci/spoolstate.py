@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tfaudit_ci.errors import UploadError
 from tfaudit_ci.spool import write_json
 from tfaudit_ci.stores import StoreOptions
 from tfaudit_ci.stores.base import Digests, Policy
 from tfaudit_ci.vocab import AzureMode, GcsMode, LockMode, OnUnlocked, RunStatus
+
+if TYPE_CHECKING:
+    from tfaudit_ci.secondpass import PassOutcome
 
 SPOOL_VERSION = 1
 SPOOL_FILE = "spool.json"
@@ -80,6 +83,8 @@ class SpoolState:
     plan: dict[str, Any] | None = None
     redactions: dict[str, int] = field(default_factory=dict)
     identity: dict[str, Any] | None = None
+    redaction: dict[str, Any] | None = None  # the second pass: source, counts, warnings
+    withheld: list[dict[str, Any]] = field(default_factory=list)  # not uploaded, and why
     artifacts: list[SpoolArtifact] = field(default_factory=list)
     # Set just before the record is written: a later `recover` must then first look for a
     # record this run already appended, instead of appending it twice.
@@ -89,6 +94,15 @@ class SpoolState:
 
     def save(self, spool_dir: Path) -> None:
         write_json(spool_dir / SPOOL_FILE, asdict(self))
+
+    def record_pass(self, passed: PassOutcome) -> None:
+        """The second pass's facts for the record, and its redaction counts."""
+        fields = passed.record_fields()
+        self.redaction, self.withheld = fields["redaction"], fields["withheld"]
+        counts = dict(self.redactions)
+        for rule, count in passed.record.redactions.items():
+            counts[rule] = counts.get(rule, 0) + count
+        self.redactions = dict(sorted(counts.items()))
 
     @classmethod
     def load(cls, spool_dir: Path) -> SpoolState:

@@ -1,11 +1,16 @@
 """Understand a wrapped terraform/tofu/terragrunt command line (pure logic, no I/O but is_file).
 
 We only need a few facts from the argv: which tool and subcommand ran, whether a plan file
-is written (``plan -out=F``) or consumed (``apply F``), and whether ``-detailed-exitcode``
-makes exit code 2 a success. Parsing mirrors terraform's own rules: ``-chdir=DIR`` is the
-only global option that takes a value and must come before the subcommand; subcommand flags
-follow Go's ``flag`` package (``-x``/``--x``, ``-x=v`` or ``-x v`` for non-boolean flags,
-stop at the first positional argument or ``--``).
+is written (``plan -out=F``) or consumed (``apply F``), whether ``-detailed-exitcode``
+makes exit code 2 a success, and whether the command prints state (``output``, ``state pull``).
+Values given on the command line (``-var NAME=VALUE``, ``-backend-config=KEY=VALUE``, also in
+``TF_CLI_ARGS*``) are secrets until proven otherwise: they are registered for redaction and
+kept out of the record, names and all structure preserved.
+
+Parsing mirrors terraform's own rules: ``-chdir=DIR`` is the only global option that takes a
+value and must come before the subcommand; subcommand flags follow Go's ``flag`` package
+(``-x``/``--x``, ``-x=v`` or ``-x v`` for non-boolean flags, stop at the first positional
+argument or ``--``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tfaudit_ci.redact_env import Secret, input_variable_secrets, value_secrets
 
 # Subcommand flags that take a value. Needed to tell "-var x=y" (flag + value) from
 # "-auto-approve tfplan" (boolean flag + positional plan file). Anything not listed is
@@ -98,6 +105,8 @@ class TfInvocation:
     plan_out: str | None  # plan: absolute path of -out
     apply_plan_file: str | None  # apply: absolute path of the positional plan file, if a file
     detailed_exitcode: bool
+    positionals: tuple[str, ...] = ()  # the subcommand's positional arguments
+    json: bool = False  # -json was given
 
 
 def detect_tool(binary: str) -> str:
@@ -160,6 +169,8 @@ def parse_invocation(
         plan_out=plan_out,
         apply_plan_file=apply_plan_file,
         detailed_exitcode=detailed is not None and detailed in _GO_TRUE,
+        positionals=tuple(positionals),
+        json=flags.get("json", "false") in _GO_TRUE,
     )
 
 
@@ -257,3 +268,133 @@ def _env_args(env: Mapping[str, str], subcommand: str) -> list[str]:
 
 def _absolute(base: Path | str, path: str) -> str:
     return os.path.normpath(os.path.join(str(base), path))
+
+
+# --- commands that print state ----------------------------------------------------------------
+
+# state subcommands that print values (list, mv, rm, ... print addresses only).
+_STATE_PRINTING = frozenset({"pull", "show"})
+
+
+def state_output_reason(inv: TfInvocation) -> str | None:
+    """Why this command's stdout holds state or output values in clear, or None.
+
+    ``output`` (any form), ``show`` of the state or with ``-json``, ``state pull``/``show`` and
+    ``console`` print every sensitive value as it is: terraform only masks them in plans.
+    """
+    sub = inv.subcommand
+    if inv.tool == "other" or sub is None:
+        return None
+    if sub == "output":
+        return "`output` prints output values, sensitive ones included"
+    if sub == "console":
+        return "`console` prints any value it is asked for, sensitive ones included"
+    if sub == "state" and inv.positionals[:1] and inv.positionals[0] in _STATE_PRINTING:
+        return f"`state {inv.positionals[0]}` prints state values, sensitive ones included"
+    if sub == "show" and (inv.json or not inv.positionals):
+        what = "the state" if not inv.positionals else "the plan"
+        how = " as JSON" if inv.json else ""
+        return f"`show` prints {what}{how}, sensitive values included"
+    return None
+
+
+# --- values on the command line -----------------------------------------------------------------
+
+_VAR_FLAGS = frozenset({"var", "backend-config"})
+REDACTED_ARGUMENT = "[REDACTED:{kind}]"
+
+
+@dataclass(frozen=True)
+class ArgumentValue:
+    """A value given on the command line: ``-var NAME=VALUE`` or ``-backend-config=K=V``."""
+
+    kind: str  # "var" | "backend-config"
+    name: str
+    value: str
+
+
+def _flag_value(args: Sequence[str], index: int) -> tuple[str, str | None, int]:
+    """(flag name, its value if it is -var/-backend-config, index of the next argument)."""
+    arg = args[index]
+    if not arg.startswith("-") or arg in ("-", "--"):
+        return "", None, index + 1
+    name, has_value, value = _split_flag(arg)
+    if name not in _VAR_FLAGS:
+        return name, None, index + 1
+    if has_value:
+        return name, value, index + 1
+    if index + 1 < len(args):
+        return name, args[index + 1], index + 2
+    return name, None, index + 1
+
+
+def _values_in(args: Sequence[str]) -> list[ArgumentValue]:
+    found: list[ArgumentValue] = []
+    index = 0
+    while index < len(args):
+        kind, value, index = _flag_value(args, index)
+        if value is None:
+            continue
+        name, sep, content = value.partition("=")
+        if not sep:
+            if kind == "backend-config":
+                continue  # -backend-config=FILE: a path, not a value
+            name, content = "", value
+        if content:
+            found.append(ArgumentValue(kind, name, content))
+    return found
+
+
+def _cli_args_env(env: Mapping[str, str]) -> list[str]:
+    words: list[str] = []
+    for key in sorted(env):
+        if key == "TF_CLI_ARGS" or key.startswith("TF_CLI_ARGS_"):
+            try:
+                words += shlex.split(env[key])
+            except ValueError:
+                words += env[key].split()
+    return words
+
+
+def argument_values(argv: Sequence[str], env: Mapping[str, str]) -> list[ArgumentValue]:
+    """Every -var / -backend-config value in ``argv[1:]`` and in ``TF_CLI_ARGS*``."""
+    if not argv or detect_tool(argv[0]) == "other":
+        return []
+    return _values_in(list(argv[1:])) + _values_in(_cli_args_env(env))
+
+
+def argument_secrets(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[Secret], list[str]]:
+    """The command line's values as registered secrets (rule ``var:NAME``,
+    ``backend-config:KEY``), and warnings about values too short to find safely."""
+    secrets: list[Secret] = []
+    warnings: list[str] = []
+    for item in argument_values(argv, env):
+        rule = f"{item.kind}:{item.name}" if item.name else item.kind
+        label = f"the value of -{item.kind} {item.name}".rstrip()
+        if item.kind == "var":
+            secrets += input_variable_secrets(rule, item.name, item.value, warnings, label)
+        else:
+            secrets += value_secrets(rule, item.value, warnings, label)
+    return secrets, warnings
+
+
+def redact_arguments(argv: Sequence[str]) -> list[str]:
+    """``argv`` with each -var / -backend-config value replaced, its name kept:
+    ``-var=db_password=[REDACTED:var]``. Other commands' argv is returned unchanged."""
+    args = list(argv)
+    if not args or detect_tool(args[0]) == "other":
+        return args
+    index = 1
+    while index < len(args):
+        kind, value, following = _flag_value(args, index)
+        if value is not None:
+            name, sep, content = value.partition("=")
+            if content or (not sep and kind == "var"):
+                hidden = REDACTED_ARGUMENT.format(kind=kind)
+                replaced = f"{name}={hidden}" if sep else hidden
+                if following == index + 2:
+                    args[index + 1] = replaced
+                else:
+                    args[index] = args[index][: len(args[index]) - len(value)] + replaced
+        index = following
+    return args

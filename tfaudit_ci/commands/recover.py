@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tfaudit_ci import secondpass
 from tfaudit_ci.config import Config
 from tfaudit_ci.console import print_json
 from tfaudit_ci.errors import TfauditError
@@ -26,6 +27,7 @@ from tfaudit_ci.ship import ship_spool
 from tfaudit_ci.signing import make_signer
 from tfaudit_ci.spool import (
     LOG_FILE,
+    WITHHELD_LOG,
     default_work_dir,
     file_digests,
     merge_tails,
@@ -33,7 +35,7 @@ from tfaudit_ci.spool import (
     settle,
     try_lock,
 )
-from tfaudit_ci.spoolstate import RECEIPT_FILE, Receipt, SpoolArtifact, SpoolState
+from tfaudit_ci.spoolstate import RECEIPT_FILE, SPOOL_FILE, Receipt, SpoolArtifact, SpoolState
 from tfaudit_ci.stores import open_store
 from tfaudit_ci.vocab import RunStatus
 
@@ -42,16 +44,21 @@ def _same_store(a: str, b: str) -> bool:
     return a.rstrip("/") == b.rstrip("/")
 
 
-def finish_interrupted(spool_dir: Path, spool: SpoolState) -> None:
-    """Complete a spool whose run died while the command was still running."""
-    merge_tails(spool_dir / LOG_FILE)  # the output the killed run still held in memory
+def finish_interrupted(spool_dir: Path, spool: SpoolState, env: Mapping[str, str]) -> None:
+    """Complete a spool whose run died before its spool was complete: the output up to the
+    last checkpoint, through the second redaction pass (or withheld), as ``interrupted``."""
     log = spool_dir / LOG_FILE
-    if not log.exists():
+    merge_tails(log)  # the output the killed run still held in memory
+    if not log.exists() and not (spool_dir / WITHHELD_LOG).exists():
         log.touch()
-    stamp = log.stat().st_mtime
+    stamp = (log if log.exists() else spool_dir / SPOOL_FILE).stat().st_mtime
+    passed = secondpass.apply(spool_dir, env, live=False)
+    spool.record_pass(passed)
     spool.status = RunStatus.INTERRUPTED
     spool.finished_at = iso(dt.datetime.fromtimestamp(stamp, tz=dt.timezone.utc))
-    spool.artifacts = [SpoolArtifact.of("output.log", LOG_FILE, file_digests(log))]
+    spool.artifacts = []
+    if not passed.log_withheld:
+        spool.artifacts.append(SpoolArtifact.of("output.log", LOG_FILE, file_digests(log)))
     if (spool_dir / IDENTITY_ARTIFACT).is_file():
         spool.artifacts.append(
             SpoolArtifact.of(
@@ -73,7 +80,7 @@ def recover_one(
         sys.stderr.write(f"tfaudit: warning: {checked.warning}\n")
     signer = make_signer(spool.signing_key or signing_key, env)
     if spool.phase == "running":
-        finish_interrupted(spool_dir, spool)
+        finish_interrupted(spool_dir, spool, env)
     receipt = dataclasses.replace(
         ship_spool(store, spool, spool_dir, checked.decision, signer), recovered=True
     )

@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from tfaudit_ci import errors
+from tfaudit_ci import errors, secondpass
 from tfaudit_ci.capture import PlanCapture, capture_plan, sha256_file, tool_version, workspace
 from tfaudit_ci.ci import CiInfo, detect, resolve_stream
 from tfaudit_ci.config import Config
@@ -23,7 +23,8 @@ from tfaudit_ci.errors import ConfigError, TfauditError
 from tfaudit_ci.identity import IDENTITY_ARTIFACT
 from tfaudit_ci.locking import Checked, preflight
 from tfaudit_ci.record import iso, run_folder_name, utc_now
-from tfaudit_ci.redact import RuleSet, build_rules, redact_text
+from tfaudit_ci.redact import RuleSet
+from tfaudit_ci.redact_run import StdoutPolicy, redact_command, run_rules, stdout_policy
 from tfaudit_ci.result import PlanCounts, RunResult
 from tfaudit_ci.runner import Outcome, run_streaming
 from tfaudit_ci.ship import ship_spool
@@ -42,12 +43,6 @@ from tfaudit_ci.spoolstate import SpoolArtifact, SpoolState, ToolInfo
 from tfaudit_ci.stores import open_store
 from tfaudit_ci.tfargs import TfInvocation, parse_invocation
 from tfaudit_ci.vocab import RunStatus
-
-
-def split_redact(entries: Sequence[str]) -> tuple[list[str], list[str]]:
-    patterns = [e for e in entries if not e.startswith("env:")]
-    names = [e.removeprefix("env:") for e in entries if e.startswith("env:")]
-    return patterns, names
 
 
 def status_of(outcome: Outcome, inv: TfInvocation) -> RunStatus:
@@ -97,6 +92,11 @@ class Run:
     result: RunResult
 
     @property
+    def stdout(self) -> StdoutPolicy:
+        """Whether the command's stdout is stored (state-printing commands: not by default)."""
+        return stdout_policy(self.inv, self.config.store_state_output)
+
+    @property
     def store_uri(self) -> str:
         return self.checked.store.uri
 
@@ -115,12 +115,22 @@ class Run:
             on_unlocked=self.config.on_unlocked,
             signing_key=self.config.signing_key,
             run_folder=run_folder,
-            command=[redact_text(arg, self.rules)[0] for arg in self.command],
+            command=redact_command(self.command, self.rules),
             cwd=str(self.cwd),
             ci=self.ci.to_dict(),
             started_at=iso(started),
         )
         spool.save(spool_dir)
+        policy = self.stdout
+        secondpass.begin(
+            spool_dir,
+            self.inv,
+            self.cwd,
+            self.env,
+            started_at=started,
+            stdout_withheld=policy.withheld,
+            state_output=policy.state_output,
+        )
         self.result.spool_dir = str(spool_dir)
         self.result.log_path = str(spool_dir / LOG_FILE)
         return spool_dir, spool
@@ -153,6 +163,7 @@ class Run:
                 ruleset=self.rules,
                 stdout=self.console.stdout,
                 stderr=self.console.stderr,
+                withhold_stdout=self.stdout.withheld is not None,
             )
         except ConfigError:
             # The command never started: nothing ran, so there is nothing to ship or recover.
@@ -175,9 +186,24 @@ class Run:
         spool.finished_at = iso(outcome.finished_at)
         spool.redactions = dict(sorted(outcome.redactions.items()))
         spool.save(spool_dir)
+        secondpass.after_command(spool_dir, stdout_bytes=outcome.stdout_withheld_bytes)
 
-        artifacts = [SpoolArtifact.of("output.log", LOG_FILE, log_digests)]
         capture = _capture(self.inv, outcome, self.env, self.cwd, self.rules)
+        # The second pass: what the plan marks sensitive leaves the log, or the log stays.
+        planned = capture if capture is not None and capture.json_bytes is not None else None
+        passed = secondpass.apply(
+            spool_dir, self.env, sensitive=planned.sensitive if planned else None, live=True
+        )
+        for message in passed.messages():
+            self.console.say(f"tfaudit: warning: {message}")
+            self.result.warnings.append(message)
+        artifacts = []
+        if passed.log_withheld:
+            self.result.log_path = None
+        else:
+            digests = passed.log_digests or log_digests
+            artifacts.append(SpoolArtifact.of("output.log", LOG_FILE, digests))
+        spool.record_pass(passed)
         if capture is not None and capture.json_bytes is not None:
             (spool_dir / PLAN_FILE).write_bytes(capture.json_bytes)
             artifacts.append(
@@ -239,13 +265,15 @@ def prepare(
     store = open_store(config.require_store(), config.store_options())
     ci = detect(env, cwd=cwd)
     stream = resolve_stream(config.stream, env, cwd, ci)
-    patterns, names = split_redact(config.redact)
-    rules = build_rules(env, extra_patterns=patterns, extra_env_names=names)
+    rules = run_rules(command, env, config.redact)
     inv = parse_invocation(command, cwd=cwd, env=env)
     make_signer(config.signing_key, env)  # a missing key is a usage error, before anything runs
     result = RunResult.not_run(errors.EXIT_USAGE, "", store=store.uri, stream=stream)
     result.error = None
     result.masked_values = rules.masked_values()
+    for warning in rules.warnings:
+        console.say(f"tfaudit: warning: {warning}")
+        result.warnings.append(warning)
     checked = preflight(store, config.policy, config.on_unlocked)
     if checked.warning:
         console.say(f"tfaudit: warning: {checked.warning}")

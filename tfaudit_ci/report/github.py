@@ -151,8 +151,8 @@ def verify_hint(result: RunResult) -> str:
     return f"```sh\n{command}\n```\n"
 
 
-def step_summary(result: RunResult) -> str:
-    """The markdown for ``$GITHUB_STEP_SUMMARY``."""
+def step_summary(result: RunResult, warnings: Iterable[str] = ()) -> str:
+    """The markdown for ``$GITHUB_STEP_SUMMARY``; ``warnings`` become a warning block."""
     icon = STATUS_ICONS.get(result.status, "")
     audit = "recorded" if result.audit_ok else "**FAILED**"
     parts = [f"### tfaudit: {icon} {result.status}, audit {audit}\n"]
@@ -188,9 +188,21 @@ def step_summary(result: RunResult) -> str:
         if table:
             parts.append("\n" + table)
 
+    notes = [html.escape(" ".join(warning.split()), quote=False) for warning in warnings]
+    if notes:
+        parts.append("\n> [!WARNING]\n" + "".join(f"> {note}\n" for note in notes))
+
     if result.record_uri:
         parts.append("\nVerify the audit trail:\n\n" + verify_hint(result))
     return "".join(parts)
+
+
+def trace_warnings(env: Mapping[str, str]) -> list[str]:
+    """TF_LOG=trace/debug puts provider traffic in the log: redacted by shape only."""
+    from tfaudit_ci.secondpass import trace_level, trace_warning
+
+    level = trace_level(env)
+    return [trace_warning(level)] if level else []
 
 
 def _container_path_base(env: Mapping[str, str]) -> str | None:
@@ -218,7 +230,7 @@ def report(result: RunResult, env: Mapping[str, str], out: TextIO | None = None)
             if variable == "GITHUB_OUTPUT":
                 write_outputs(result, Path(path_text), path_base=path_base)
             else:
-                _append(Path(path_text), step_summary(result))
+                _append(Path(path_text), step_summary(result, trace_warnings(env)))
         except OSError as exc:
             message = f"tfaudit could not write {variable} ({path_text}): {exc.strerror}"
             stream.write(f"::warning::{escape_data(message)}\n")

@@ -65,6 +65,9 @@ resource "aws_s3_bucket_policy" "audit" {
   bucket = aws_s3_bucket.audit.id
   policy = templatefile("${path.module}/policies/bucket.json.tftpl", {
     bucket_arn = aws_s3_bucket.audit.arn
+    # The production stream (its chain and runs): written by the apply role and nobody else.
+    production_prefix = "${var.store_prefix}/${var.production_stream}/"
+    apply_role_arn    = data.aws_iam_role.apply.arn
   })
   depends_on = [aws_s3_bucket_public_access_block.audit]
 }

@@ -10,7 +10,23 @@ variable "retention_days" {
 }
 
 variable "writer_role_name" {
-  description = "Existing IAM role CI assumes to run tfaudit (it gets the writer policy)."
+  description = "Existing IAM role the apply job assumes (it gets the writer policy and is the only writer of the production stream)."
+  type        = string
+}
+
+variable "plan_role_name" {
+  description = "Existing IAM role pull-request plan jobs assume (it may write the pull-request streams only)."
+  type        = string
+}
+
+variable "store_prefix" {
+  description = "Key prefix of the store URL (s3://BUCKET/<store_prefix>)."
+  type        = string
+  default     = "terraform"
+}
+
+variable "production_stream" {
+  description = "The stream the apply job writes (tfaudit's default: the repository slug, e.g. acme/infra)."
   type        = string
 }
 

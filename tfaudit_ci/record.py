@@ -71,6 +71,7 @@ def build_record(
     redactions: dict[str, int],
     retention: dict[str, Any],
     identity: dict[str, Any] | None = None,
+    witness: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record without its signature; the signer adds ``signature`` over these bytes."""
     return {
@@ -93,5 +94,6 @@ def build_record(
         "redactions": dict(sorted(redactions.items())),
         "retention": retention,
         "identity": identity,
+        "witness": witness,  # where checkpoints go, and those missing (docs/witness.md)
         "tfaudit_version": __version__,
     }

@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfaudit_ci.chain import DUPLICATE_LOOKBACK, Chain
 from tfaudit_ci.errors import ReadbackError
@@ -19,6 +19,9 @@ from tfaudit_ci.signing import Signer, sign_record
 from tfaudit_ci.spool import LOG_FILE, file_digests, merge_tails
 from tfaudit_ci.spoolstate import Receipt, SpoolArtifact, SpoolState
 from tfaudit_ci.stores.base import ObjectState, Policy, Store
+
+if TYPE_CHECKING:
+    from tfaudit_ci.witness import Witness
 
 # Clock differences between this machine and the store, and rounding to whole seconds.
 RETAIN_SLACK = dt.timedelta(minutes=5)
@@ -94,12 +97,14 @@ class Shipper:
         spool_dir: Path,
         decision: LockDecision,
         signer: Signer,
+        witness: Witness | None = None,
     ) -> None:
         self.store = store
         self.spool = spool
         self.spool_dir = spool_dir
         self.decision = decision
         self.signer = signer
+        self.witness = witness
         self.retain_until = decision.retain_until()
         self.lock = decision.lock(self.retain_until)
 
@@ -177,6 +182,7 @@ class Shipper:
                 redactions=spool.redactions,
                 retention=retention,
                 identity=spool.identity,
+                witness=self.witness.note(seq) if self.witness is not None else None,
             )
             return sign_record(unsigned, prev_record, self.signer)
 
@@ -226,16 +232,16 @@ def ship_spool(
     spool_dir: Path,
     decision: LockDecision,
     signer: Signer,
+    witness: Witness | None = None,
 ) -> Receipt:
-    """Upload and confirm the artifacts, then append and confirm the record. Idempotent: a
-    spool whose record already landed (a lost answer, a killed run) gets that receipt."""
-    shipper = Shipper(store, spool, spool_dir, decision, signer)
+    """Upload and confirm the artifacts, then append and confirm the record, then its
+    checkpoint in the witness. Idempotent: a spool whose record already landed (a lost
+    answer, a killed run, a failed checkpoint) gets that receipt, and its checkpoint."""
+    shipper = Shipper(store, spool, spool_dir, decision, signer, witness)
     if spool.record_attempted:
         found = already_recorded(store, spool)
         if found is not None:
-            receipt = shipper.receipt(*found)
-            receipt.save(spool_dir)
-            return receipt
+            return _confirmed(shipper.receipt(*found), spool_dir, signer, witness)
     log = spool_dir / LOG_FILE
     if merge_tails(log):  # the output a killed run still held in memory
         spool.artifacts = [
@@ -247,6 +253,15 @@ def ship_spool(
     if not spool.record_attempted:
         spool.record_attempted = True
         spool.save(spool_dir)
-    receipt = shipper.append(entries)
+    return _confirmed(shipper.append(entries), spool_dir, signer, witness)
+
+
+def _confirmed(
+    receipt: Receipt, spool_dir: Path, signer: Signer, witness: Witness | None
+) -> Receipt:
+    """The receipt, once the witness holds the record's checkpoint. Without a receipt on
+    disk, ``recover`` comes back to this spool."""
+    if witness is not None:
+        receipt = witness.attest(receipt, signer)
     receipt.save(spool_dir)
     return receipt

@@ -95,11 +95,16 @@ def main_verify(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) 
     from tfaudit_ci.stores import open_store
     from tfaudit_ci.verify.report import summary_line, text_lines, to_json
     from tfaudit_ci.verify.walk import verify_stream
+    from tfaudit_ci.witness import verify_witness
 
     options = build_options(ns, config, env)
     store = open_store(config.require_store(), config.store_options())
+    # Issue 14: the witness's checkpoints and --head-from, read before the chain.
+    witness = verify_witness(
+        ns, config, stream=options.stream, verifier=options.verifier, parallelism=ns.parallelism
+    )
     try:
-        result = verify_stream(store, options)
+        result = verify_stream(store, options, witness)
     except TfauditError:
         raise
     except Exception as exc:  # the listing failed: nothing could be verified

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfaudit_ci.canonical import sha256_hex
 from tfaudit_ci.identity import IDENTITY_ARTIFACT
@@ -25,6 +25,9 @@ from tfaudit_ci.verify.model import (
 )
 from tfaudit_ci.verify.reader import Reader, parallel_map, reader_for
 
+if TYPE_CHECKING:
+    from tfaudit_ci.verify.witness import WitnessCheck
+
 
 @dataclass
 class _Walk:
@@ -34,9 +37,12 @@ class _Walk:
     now: dt.datetime
     check_locks: bool
     record_reads: dict[int, Fetched] = field(default_factory=dict)
+    witness: WitnessCheck | None = None  # issue 14
 
 
-def verify_stream(store: Store, options: VerifyOptions) -> VerifyResult:
+def verify_stream(
+    store: Store, options: VerifyOptions, witness: WitnessCheck | None = None
+) -> VerifyResult:
     reader = reader_for(store, options.parallelism)
     walk = _Walk(
         store,
@@ -44,8 +50,25 @@ def verify_stream(store: Store, options: VerifyOptions) -> VerifyResult:
         options,
         options.now or utc_now(),
         check_locks=store.lock_readback,
+        witness=witness,
     )
     return _run(walk)
+
+
+def _witness(
+    walk: _Walk,
+    result: VerifyResult,
+    records: Mapping[int, tuple[bytes | None, Any]],
+    present: list[int],
+    window: list[int],
+) -> None:
+    """Issue 14: cross-check the chain against its witness (verify/witness.py)."""
+    if walk.witness is not None:
+        from tfaudit_ci.verify.witness import ChainFacts
+
+        findings = walk.witness.check(ChainFacts.of(records, present, window))
+        result.problems.extend(findings.problems)
+        result.notes.extend(findings.notes)
 
 
 def _run(walk: _Walk) -> VerifyResult:
@@ -58,6 +81,7 @@ def _run(walk: _Walk) -> VerifyResult:
         result.problems.append(
             error("empty", f"stream {stream!r} has no records in {walk.store.uri}")
         )
+        _witness(walk, result, {}, [], [])  # issue 14
         return result
 
     # Records that cannot have started after --since are skipped without being read: a
@@ -116,6 +140,7 @@ def _run(walk: _Walk) -> VerifyResult:
         layout.orphan_problems(listing, referenced, options.since, options.until)
     )
     result.problems.extend(_max_age(walk, listing, records, present))
+    _witness(walk, result, records, present, window)  # issue 14
 
     invalid = {p.seq for p in result.problems if p.severity == ERROR and p.code not in _SLOT_CODES}
     result.records_total = len(window) + len(missing)

@@ -9,6 +9,7 @@ back as a finding on their slot, never as an exception.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,11 @@ from tfaudit_ci.commands.witness_sync import backfill_plan
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.report.github import step_summary
 from tfaudit_ci.result import RunResult
-from tfaudit_ci.signing import HmacSigner, HmacVerifier, NoSigner, hmac_key_id
+from tfaudit_ci.signing import HmacSigner, HmacVerifier, NoSigner, Signer, Verifier, hmac_key_id
 from tfaudit_ci.spoolstate import SpoolState, WitnessSpec
 from tfaudit_ci.stores import StoreOptions
 from tfaudit_ci.stores.base import Policy
+from tfaudit_ci.verify.model import Problem
 from tfaudit_ci.verify.witness import (
     ChainFacts,
     CheckpointVersion,
@@ -50,7 +52,9 @@ def record_sha(seq: int) -> str:
     return sha256_hex(f"record {seq}".encode())
 
 
-def build_chain(seqs: list[int], *, signer: object = None, shas: dict[int, str] | None = None) -> dict[int, bytes]:  # fmt: skip
+def build_chain(
+    seqs: list[int], *, signer: Signer | None = None, shas: dict[int, str] | None = None
+) -> dict[int, bytes]:
     """Checkpoints for ``seqs`` as the writer links them (each to the newest below it)."""
     out: dict[int, bytes] = {}
     prev: CheckpointRef | None = None
@@ -60,7 +64,7 @@ def build_chain(seqs: list[int], *, signer: object = None, shas: dict[int, str] 
             seq=seq,
             record_sha256=(shas or {}).get(seq, record_sha(seq)),
             prev=prev,
-            signer=signer or NoSigner(),  # type: ignore[arg-type]
+            signer=signer or NoSigner(),
         )
         out[seq] = data
         prev = CheckpointRef(seq, sha256_hex(data))
@@ -81,25 +85,23 @@ def facts(present: range | list[int], *, shas: dict[int, str] | None = None) -> 
     return ChainFacts(frozenset(seqs), {s: (shas or {}).get(s, record_sha(s)) for s in seqs}, seqs)
 
 
-def codes(problems: list[object], severity: str | None = None) -> list[tuple[int | None, str]]:
+def codes(problems: list[Problem], severity: str | None = None) -> list[tuple[int | None, str]]:
     return sorted(
-        ((p.seq, p.code) for p in problems if severity is None or p.severity == severity),  # type: ignore[attr-defined]
+        ((p.seq, p.code) for p in problems if severity is None or p.severity == severity),
         key=lambda item: (-1 if item[0] is None else item[0], item[1]),
     )
 
 
-def check(chain: ChainFacts, witness: WitnessListing | None, **kwargs: object) -> list[object]:
-    kwargs.setdefault("heads", [])
-    heads = kwargs.pop("heads")
-    found = check_witness(
-        chain,
-        witness,
-        heads,  # type: ignore[arg-type]
-        stream=STREAM,
-        verifier=kwargs.pop("verifier", None),  # type: ignore[arg-type]
-        require=bool(kwargs.pop("require", False)),
-    )
-    return list(found.problems)
+def check(
+    chain: ChainFacts,
+    witness: WitnessListing | None,
+    *,
+    heads: Sequence[HeadClaim] = (),
+    verifier: Verifier | None = None,
+    require: bool = False,
+) -> list[Problem]:
+    found = check_witness(chain, witness, heads, stream=STREAM, verifier=verifier, require=require)
+    return found.problems
 
 
 # -- the checkpoint format -------------------------------------------------------------------
@@ -175,14 +177,14 @@ def test_a_witness_that_agrees_finds_nothing() -> None:
 def test_a_truncated_tail_names_the_missing_seqs() -> None:
     found = check(facts(range(3)), listing(build_chain(list(range(6)))))
     assert codes(found) == [(3, "truncated")]
-    message = found[0].message  # type: ignore[attr-defined]
+    message = found[0].message
     assert "seqs 3..5 missing" in message and "chain ends at seq 2" in message
 
 
 def test_an_emptied_chain_is_truncated_from_seq_zero() -> None:
     found = check(facts([]), listing(build_chain([0, 1])))
     assert codes(found) == [(0, "truncated")]
-    assert "seqs 0..1 missing" in found[0].message  # type: ignore[attr-defined]
+    assert "seqs 0..1 missing" in found[0].message
 
 
 def test_a_rewritten_record_is_a_mismatch() -> None:
@@ -205,7 +207,7 @@ def test_a_checkpoint_slot_written_twice_with_another_record_is_a_fork() -> None
     versions.append(CheckpointVersion("v3", fork))
     found = check(facts([0]), WitnessListing(URI, {key: versions}))
     assert codes(found) == [(0, "witness-mismatch")]
-    assert "forked checkpoint" in found[0].message  # type: ignore[attr-defined]
+    assert "forked checkpoint" in found[0].message
 
 
 def test_a_broken_checkpoint_chain_is_its_own_finding() -> None:
@@ -218,7 +220,7 @@ def test_a_broken_checkpoint_chain_is_its_own_finding() -> None:
     replaced = build_chain([1], shas={1: record_sha(1)})[1]
     found = check(facts(range(3)), listing({0: chain[0], 1: replaced, 2: chain[2]}))
     assert codes(found) == [(2, "witness-chain")]
-    assert "altered or replaced" in found[0].message  # type: ignore[attr-defined]
+    assert "altered or replaced" in found[0].message
 
 
 def test_stray_objects_and_unreadable_versions_are_invalid() -> None:
@@ -251,8 +253,8 @@ def test_unwitnessed_records_are_warnings_or_errors_by_range() -> None:
     chain = build_chain([0, 1, 4])
     found = check(facts(range(8)), listing(chain))
     assert codes(found) == [(2, "unwitnessed"), (5, "unwitnessed")]
-    assert all(p.severity == "warning" for p in found)  # type: ignore[attr-defined]
-    middle, tail = (p.message for p in found)  # type: ignore[attr-defined]
+    assert all(p.severity == "warning" for p in found)
+    middle, tail = (p.message for p in found)
     assert middle.startswith("seqs 2..3") and "covered only through the hash chain" in middle
     assert tail.startswith("seqs 5..7") and "would go unnoticed" in tail
     required = check(facts(range(8)), listing(chain), require=True)
@@ -267,7 +269,7 @@ def test_heads_from_elsewhere_are_checked_like_checkpoints() -> None:
     ]
     found = check(facts(range(4)), None, heads=heads)
     assert codes(found) == [(2, "witness-mismatch"), (4, "truncated")]
-    (truncated,) = (p for p in found if p.code == "truncated")  # type: ignore[attr-defined]
+    (truncated,) = (p for p in found if p.code == "truncated")
     assert "log.txt:3" in truncated.message and "seqs 4..6" in truncated.message
 
 
@@ -316,9 +318,9 @@ def test_heads_are_read_from_plain_pairs_summary_lines_and_json_lines(tmp_path: 
 
 
 def test_witness_sync_fills_the_prefix_and_the_tail_never_the_middle() -> None:
-    assert backfill_plan(range(5), frozenset()) == [0, 1, 2, 3, 4]  # type: ignore[arg-type]
-    assert backfill_plan(range(10), frozenset({3, 6})) == [0, 1, 2, 7, 8, 9]  # type: ignore[arg-type]
-    assert backfill_plan(range(3), frozenset({0, 1, 2})) == []  # type: ignore[arg-type]
+    assert backfill_plan(list(range(5)), frozenset()) == [0, 1, 2, 3, 4]
+    assert backfill_plan(list(range(10)), frozenset({3, 6})) == [0, 1, 2, 7, 8, 9]
+    assert backfill_plan(list(range(3)), frozenset({0, 1, 2})) == []
 
 
 # -- publishing ---------------------------------------------------------------------------------

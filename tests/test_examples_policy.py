@@ -188,9 +188,12 @@ def test_witness_lives_in_another_account_and_is_locked(
     """Everything witness-side goes through the aliased provider (another account); the
     bucket is versioned and COMPLIANCE-locked like the audit bucket."""
     witness_side = [name for name in resources if ".witness" in name]
-    assert {"aws_s3_bucket.witness", "aws_iam_role.witness_writer"} <= set(witness_side)
+    assert {"aws_s3_bucket.witness", "aws_iam_role.witness"} <= set(witness_side)
     for name in witness_side:
         assert resources[name].get("provider") == "${aws.witness}", name
+    # The audit account's roles only get leave to assume their witness counterparts.
+    assume = resources["aws_iam_role_policy.assume_witness"]
+    assert "provider" not in assume and "sts:AssumeRole" in json.dumps(assume)
     for name, body in resources.items():
         if name.startswith("aws_s3_bucket") and ".witness" not in name:
             assert "provider" not in body, name  # the audit bucket stays in the audit account

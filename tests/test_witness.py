@@ -257,6 +257,16 @@ def log_lines(runs: list[Outcome]) -> str:
     return "".join(line + "\n" for line in lines if "record seq" in line)
 
 
+def assert_only_unwitnessed(trail: Trail, seq: int) -> None:
+    """Seq ``seq`` lacks its checkpoint: a warning (exit 0), an error (exit 24) under
+    ``--require-witness``, and nothing else is wrong."""
+    lenient = trail.verify()
+    assert lenient.code == 0, lenient.text
+    assert (seq, "unwitnessed") in lenient.codes("warning")
+    strict = trail.verify("--require-witness")
+    assert (strict.code, strict.codes()) == (24, {(seq, "unwitnessed")})
+
+
 # -- the attacks -------------------------------------------------------------------------------
 
 
@@ -345,11 +355,7 @@ def test_unwitnessed_records_and_witness_sync(trail: Trail) -> None:
     assert synced.document()["gaps"] == [[2, 2]]
     assert trail.checkpoint_seqs() == [0, 1, 3, 4]
     assert trail.checkpoint(4)["prev"]["seq"] == 3
-    lenient = trail.verify()
-    assert lenient.code == 0, lenient.text
-    assert (2, "unwitnessed") in lenient.codes("warning")
-    strict = trail.verify("--require-witness")
-    assert (strict.code, strict.codes()) == (24, {(2, "unwitnessed")})
+    assert_only_unwitnessed(trail, 2)
 
 
 def test_witness_sync_refuses_a_trail_that_does_not_verify(trail: Trail) -> None:
@@ -419,11 +425,7 @@ def test_witness_down_without_witness_required(trail: Trail, proxy: FaultProxy) 
     assert following.code == 0, following.text
     assert trail.witness_record(1) == {"store": trail.witness, "missing": [[0, 0]]}
     assert "no checkpoint for seq 0" in " ".join(following.document()["warnings"])
-    lenient = trail.verify()
-    assert lenient.code == 0, lenient.text
-    assert (0, "unwitnessed") in lenient.codes("warning")
-    strict = trail.verify("--require-witness")
-    assert (strict.code, strict.codes()) == (24, {(0, "unwitnessed")})
+    assert_only_unwitnessed(trail, 0)
 
 
 # -- one layout is enough for these ----------------------------------------------------------------

@@ -20,7 +20,7 @@ import json
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -255,28 +255,19 @@ def _retitled(exc: TfauditError, what: str) -> TfauditError:
     return copy
 
 
+@dataclass
 class Witness:
     """One stream's checkpoints in the witness store, as ``run``, ``recover`` and
     ``witness-sync`` write them. ``unavailable`` says why nothing can be written this time
     (only ever set when the witness is not required)."""
 
-    def __init__(
-        self,
-        spec: WitnessSpec,
-        stream: str,
-        store: Store | None,
-        decision: LockDecision | None,
-        *,
-        warning: str | None = None,
-        unavailable: str | None = None,
-    ) -> None:
-        self.spec = spec
-        self.stream = stream
-        self.store = store
-        self.decision = decision
-        self.warning = warning  # to print: a preflight warning, or why it is unavailable
-        self.unavailable = unavailable
-        self.missing: list[tuple[int, int]] = []  # named in the last record block built
+    spec: WitnessSpec
+    stream: str
+    store: Store | None
+    decision: LockDecision | None
+    warning: str | None = None  # to print: a preflight warning, or why it is unavailable
+    unavailable: str | None = None
+    missing: list[tuple[int, int]] = field(default_factory=list)  # named in the last block
 
     @property
     def uri(self) -> str:

@@ -14,10 +14,10 @@ output "witness_url" {
 
 output "witness_writer_role_arn" {
   description = "CI assumes this role for checkpoints (e.g. through witness-profile)."
-  value       = aws_iam_role.witness_writer.arn
+  value       = aws_iam_role.witness["writer"].arn
 }
 
 output "witness_auditor_role_arn" {
   description = "Auditors assume this role to read checkpoints (tfaudit verify --witness)."
-  value       = aws_iam_role.witness_auditor.arn
+  value       = aws_iam_role.witness["auditor"].arn
 }

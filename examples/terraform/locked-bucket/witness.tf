@@ -92,76 +92,58 @@ resource "aws_s3_bucket_policy" "witness" {
   depends_on = [aws_s3_bucket_public_access_block.witness]
 }
 
-# Roles in the witness account, assumable only by the audit account's writer and auditor.
+# Roles in the witness account, each assumable only by its counterpart in the audit account,
+# which may assume it and do nothing more there.
 
-resource "aws_iam_role" "witness_writer" {
+locals {
+  witness_roles = {
+    writer = {
+      audit_role = data.aws_iam_role.writer
+      policy = templatefile("${path.module}/policies/witness-writer.json.tftpl", {
+        bucket_arn = aws_s3_bucket.witness.arn
+      })
+    }
+    auditor = {
+      audit_role = data.aws_iam_role.auditor
+      policy = templatefile("${path.module}/policies/witness-auditor.json.tftpl", {
+        bucket_arn = aws_s3_bucket.witness.arn
+      })
+    }
+  }
+}
+
+resource "aws_iam_role" "witness" {
+  for_each = local.witness_roles
   provider = aws.witness
-  name     = "${var.witness_bucket_name}-writer"
+  name     = "${var.witness_bucket_name}-${each.key}"
   assume_role_policy = jsonencode({
     Version = "2012-10-17"
     Statement = [{
       Effect    = "Allow"
-      Principal = { AWS = data.aws_iam_role.writer.arn }
+      Principal = { AWS = each.value.audit_role.arn }
       Action    = "sts:AssumeRole"
     }]
   })
 }
 
-resource "aws_iam_role_policy" "witness_writer" {
+resource "aws_iam_role_policy" "witness" {
+  for_each = local.witness_roles
   provider = aws.witness
-  name     = "tfaudit-witness-writer"
-  role     = aws_iam_role.witness_writer.id
-  policy = templatefile("${path.module}/policies/witness-writer.json.tftpl", {
-    bucket_arn = aws_s3_bucket.witness.arn
-  })
+  name     = "tfaudit-witness-${each.key}"
+  role     = aws_iam_role.witness[each.key].id
+  policy   = each.value.policy
 }
 
-resource "aws_iam_role" "witness_auditor" {
-  provider = aws.witness
-  name     = "${var.witness_bucket_name}-auditor"
-  assume_role_policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Effect    = "Allow"
-      Principal = { AWS = data.aws_iam_role.auditor.arn }
-      Action    = "sts:AssumeRole"
-    }]
-  })
-}
-
-resource "aws_iam_role_policy" "witness_auditor" {
-  provider = aws.witness
-  name     = "tfaudit-witness-auditor"
-  role     = aws_iam_role.witness_auditor.id
-  policy = templatefile("${path.module}/policies/witness-auditor.json.tftpl", {
-    bucket_arn = aws_s3_bucket.witness.arn
-  })
-}
-
-# The audit account's roles may assume their witness counterparts, and nothing more there.
-
-resource "aws_iam_role_policy" "assume_witness_writer" {
-  name = "tfaudit-assume-witness-writer"
-  role = var.writer_role_name
+resource "aws_iam_role_policy" "assume_witness" {
+  for_each = local.witness_roles
+  name     = "tfaudit-assume-witness-${each.key}"
+  role     = each.value.audit_role.name
   policy = jsonencode({
     Version = "2012-10-17"
     Statement = [{
       Effect   = "Allow"
       Action   = "sts:AssumeRole"
-      Resource = aws_iam_role.witness_writer.arn
-    }]
-  })
-}
-
-resource "aws_iam_role_policy" "assume_witness_auditor" {
-  name = "tfaudit-assume-witness-auditor"
-  role = var.auditor_role_name
-  policy = jsonencode({
-    Version = "2012-10-17"
-    Statement = [{
-      Effect   = "Allow"
-      Action   = "sts:AssumeRole"
-      Resource = aws_iam_role.witness_auditor.arn
+      Resource = aws_iam_role.witness[each.key].arn
     }]
   })
 }

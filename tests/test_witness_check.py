@@ -378,3 +378,14 @@ def test_the_spool_carries_the_witness_but_no_secret(tmp_path: Path) -> None:
     raw = json.loads((tmp_path / "spool.json").read_text())
     assert raw["witness"]["options"]["profile"] == "witness"
     assert "secret" not in json.dumps(raw["witness"]).lower()
+
+
+def test_a_witness_that_is_the_store_itself_is_refused() -> None:
+    from tfaudit_ci.config import Config
+    from tfaudit_ci.witness import witness_spec
+
+    assert witness_spec(Config(store="s3://audit/tf")) is None
+    spec = witness_spec(Config(store="s3://audit/tf", witness="s3://witness/tf"))
+    assert spec is not None and spec.required and spec.options.region is None
+    with pytest.raises(ConfigError, match="is the store itself"):
+        witness_spec(Config(store="s3://audit/tf", witness="s3://audit/tf/"))

@@ -19,7 +19,8 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -245,6 +246,11 @@ def witness_spec(config: Config) -> WitnessSpec | None:
     """The configured witness, or None."""
     if not config.witness:
         return None
+    if config.store and config.store.rstrip("/") == config.witness.rstrip("/"):
+        raise ConfigError(
+            f"the witness {config.witness} is the store itself, so it witnesses nothing",
+            fix="use a second store: another bucket, ideally in another account",
+        )
     return WitnessSpec(config.witness, config.witness_options(), config.witness_required)
 
 
@@ -268,6 +274,9 @@ class Witness:
     warning: str | None = None  # to print: a preflight warning, or why it is unavailable
     unavailable: str | None = None
     missing: list[tuple[int, int]] = field(default_factory=list)  # named in the last block
+    # The predecessor the last block found, when it sits right below: the write needs no
+    # second look (nothing can land between them).
+    _adjacent: CheckpointRef | None = field(default=None, init=False, repr=False)
 
     @property
     def uri(self) -> str:
@@ -317,7 +326,7 @@ class Witness:
         whose checkpoints this writer could not find (``missing``, as ``[first, last]``
         ranges; null when the witness could not be read)."""
         block: dict[str, Any] = {"store": self.uri, "missing": None}
-        self.missing = []
+        self.missing, self._adjacent = [], None
         if self.unavailable is not None:
             return {**block, "unavailable": self.unavailable}
         try:
@@ -331,6 +340,7 @@ class Witness:
             return {**block, "unavailable": _reason(exc)}
         first = newest.seq + 1 if newest is not None else 0
         self.missing = [(first, seq - 1)] if first < seq else []
+        self._adjacent = newest if newest is not None and newest.seq == seq - 1 else None
         return {**block, "missing": [list(run) for run in self.missing]}
 
     # -- writes --------------------------------------------------------------------------
@@ -340,7 +350,9 @@ class Witness:
         ``witness-sync``); any other content is a conflict: the chain and the witness
         disagree, and appending more would hide it."""
         store, decision = self._live()
-        prev = self.newest_below(seq)
+        adjacent = self._adjacent
+        prev = adjacent if adjacent is not None and adjacent.seq == seq - 1 else None
+        prev = prev or self.newest_below(seq)
         data = build_checkpoint(
             stream=self.stream, seq=seq, record_sha256=record_sha256, prev=prev, signer=signer
         )
@@ -459,6 +471,17 @@ def open_witness(
         warning = f"witness {store.uri} is not locked as policy requires ({problems}); "
         warning += f"continuing with --on-unlocked {on_unlocked}"
     return Witness(spec, stream, store, checked.decision, warning=warning)
+
+
+def open_witness_soon(
+    spec: WitnessSpec, stream: str, policy: Policy, on_unlocked: OnUnlocked
+) -> Callable[[], Witness]:
+    """``open_witness`` on a thread, beside the primary's preflight; the returned call waits
+    for it and raises what it raised."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfaudit-witness")
+    future = pool.submit(open_witness, spec, stream, policy, on_unlocked)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 # -- readers for verify and witness-sync ------------------------------------------------------

@@ -42,7 +42,7 @@ from tfaudit_ci.spoolstate import SpoolArtifact, SpoolState, ToolInfo
 from tfaudit_ci.stores import open_store
 from tfaudit_ci.tfargs import TfInvocation, parse_invocation
 from tfaudit_ci.vocab import RunStatus
-from tfaudit_ci.witness import Witness, open_witness, witness_spec
+from tfaudit_ci.witness import Witness, open_witness_soon, witness_spec
 
 
 def split_redact(entries: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -255,12 +255,13 @@ def prepare(
     result = RunResult.not_run(errors.EXIT_USAGE, "", store=store.uri, stream=stream)
     result.error = None
     result.masked_values = rules.masked_values()
+    spec = witness_spec(config)  # the witness's preflight runs beside the primary's
+    opening = open_witness_soon(spec, stream, config.policy, config.on_unlocked) if spec else None
     checked = preflight(store, config.policy, config.on_unlocked)
     if checked.warning:
         console.say(f"tfaudit: warning: {checked.warning}")
         result.warnings.append(checked.warning)
-    spec = witness_spec(config)
-    witness = open_witness(spec, stream, config.policy, config.on_unlocked) if spec else None
+    witness = opening() if opening is not None else None
     if witness is not None and witness.warning:
         console.say(f"tfaudit: warning: {witness.warning}")
         result.warnings.append(witness.warning)

@@ -251,6 +251,11 @@ def witness_spec(config: Config) -> WitnessSpec | None:
             f"the witness {config.witness} is the store itself, so it witnesses nothing",
             fix="use a second store: another bucket, ideally in another account",
         )
+    if config.witness_profile and not config.witness.startswith("s3://"):
+        raise ConfigError(
+            f"witness-profile is for S3 witnesses; {config.witness} uses its SDK's usual chain",
+            fix="remove witness-profile",
+        )
     return WitnessSpec(config.witness, config.witness_options(), config.witness_required)
 
 
@@ -441,11 +446,6 @@ def open_witness(
     raises when the witness is required (exit 21 before the command runs); otherwise the
     witness is marked unavailable and the run goes on with a warning."""
     try:
-        if spec.options.profile and not spec.url.startswith("s3://"):
-            raise ConfigError(
-                f"witness-profile is for S3 witnesses; {spec.url} uses its SDK's usual chain",
-                fix="remove witness-profile",
-            )
         store = open_store(spec.url, spec.options)
         checked = preflight(store, policy, on_unlocked)
     except Exception as exc:
@@ -586,8 +586,6 @@ def verify_witness(
         return None
     listing = None
     if spec is not None:
-        if spec.options.profile and not spec.url.startswith("s3://"):
-            raise ConfigError("witness-profile is for S3 witnesses", fix="remove it")
         listing = read_listing(open_store(spec.url, spec.options), stream, parallelism)
     return WitnessCheck(
         stream=stream,

@@ -143,7 +143,7 @@ def _mutated(**changes: object) -> bytes:
         (b"not json", "is not JSON"),
         (b"\xff\xfe", "is not JSON"),
         (b"[" * 60_000 + b"]" * 60_000, "over the"),  # over the cap: never parsed
-        (b"[" * 30_000 + b"]" * 30_000, "is not JSON"),  # deep: RecursionError is a finding
+        (b"[" * 2_000 + b"]" * 2_000, "is not JSON"),  # deep: RecursionError is a finding
         (b'{"seq": 5, "seq": 5}', "duplicate key"),
         (b'{"seq": NaN}', "is not JSON"),
         (b"[]", "not an object"),
@@ -227,7 +227,7 @@ def test_stray_objects_and_unreadable_versions_are_invalid() -> None:
     extra = {
         "checkpoints/acme/infra/notes.txt": [CheckpointVersion("v", b"hello")],
         checkpoint_key(STREAM, 999_999_999_999): [
-            CheckpointVersion("v", None, error="is over the 65536-byte cap")
+            CheckpointVersion("v", None, error="is over the 4096-byte cap")
         ],
     }
     found = check(facts(range(2)), listing(build_chain([0, 1]), **extra))
@@ -389,3 +389,35 @@ def test_a_witness_that_is_the_store_itself_is_refused() -> None:
     assert spec is not None and spec.required and spec.options.region is None
     with pytest.raises(ConfigError, match="is the store itself"):
         witness_spec(Config(store="s3://audit/tf", witness="s3://audit/tf/"))
+
+
+def test_an_ed25519_signed_checkpoint_verifies_with_the_public_key(tmp_path: Path) -> None:
+    """The record signers sign checkpoints too; the trusted public key checks them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from tfaudit_ci.signing import make_signer
+    from tfaudit_ci.signing_keys import public_key_verifier
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = tmp_path / "key.pem", tmp_path / "key.pub"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    signer = make_signer(f"ed25519:{private}", {})
+    chain = build_chain([0, 1, 2], signer=signer)
+    assert max(len(data) for data in chain.values()) < CHECKPOINT_MAX_BYTES // 4
+    verifier = public_key_verifier(str(public))
+    assert check(facts(range(3)), listing(chain), verifier=verifier, require=True) == []
+    other = build_chain([0, 1, 2], signer=HmacSigner(KEY, hmac_key_id(KEY)))
+    found = check(facts(range(3)), listing(other), verifier=verifier)
+    assert {code for _, code in codes(found, "error")} == {"witness-signature"}

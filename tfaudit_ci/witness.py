@@ -43,8 +43,9 @@ if TYPE_CHECKING:
     from tfaudit_ci.verify.witness import HeadClaim, WitnessCheck, WitnessListing
 
 CHECKPOINT_SCHEMA = "tfaudit.checkpoint/v1"
-# A checkpoint is a few hundred bytes; anything over this is not read, and is a finding.
-CHECKPOINT_MAX_BYTES = 64 * 1024
+# A checkpoint is about 500 bytes (700 with a KMS signature); anything over this is not read,
+# and is a finding. Memory for a hostile witness stays bounded by its number of objects.
+CHECKPOINT_MAX_BYTES = 4096
 # Signatures cover this prefix and the canonical checkpoint without ``signature``, so a
 # checkpoint's signature can never pass for a record's (whose message starts with ``{``).
 SIGNING_PREFIX = b"tfaudit.checkpoint/v1\n"

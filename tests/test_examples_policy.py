@@ -392,3 +392,59 @@ def test_example_validates_with_the_aws_provider(tmp_path: Path) -> None:
             [str(terraform), *args], cwd=work, env=env, capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+# -- the witness (issue 14) ---------------------------------------------------------------------
+
+WITNESS_CHECKPOINTS = f"{BUCKET_ARN}/terraform/checkpoints/*"
+WITNESS_TEMPLATES = ("witness-bucket.json.tftpl", "witness-writer.json.tftpl",
+                     "witness-auditor.json.tftpl")  # fmt: skip
+
+
+def test_witness_lives_in_another_account_and_is_locked(
+    resources: dict[str, dict[str, Any]],
+) -> None:
+    """Everything witness-side goes through the aliased provider (another account); the
+    bucket is versioned and COMPLIANCE-locked like the audit bucket."""
+    witness_side = [name for name in resources if ".witness" in name]
+    assert {"aws_s3_bucket.witness", "aws_iam_role.witness"} <= set(witness_side)
+    for name in witness_side:
+        assert resources[name].get("provider") == "${aws.witness}", name
+    # The audit account's roles only get leave to assume their witness counterparts.
+    assume = resources["aws_iam_role_policy.assume_witness"]
+    assert "provider" not in assume and "sts:AssumeRole" in json.dumps(assume)
+    for name, body in resources.items():
+        if name.startswith("aws_s3_bucket") and ".witness" not in name:
+            assert "provider" not in body, name  # the audit bucket stays in the audit account
+    assert resources["aws_s3_bucket.witness"]["object_lock_enabled"] is True
+    lock = resources["aws_s3_bucket_object_lock_configuration.witness"]
+    assert unquote(first(first(lock, "rule"), "default_retention")["mode"]) == "COMPLIANCE"
+    versioning = resources["aws_s3_bucket_versioning.witness"]
+    assert unquote(first(versioning, "versioning_configuration")["status"]) == "Enabled"
+
+
+def test_witness_writer_can_only_create_checkpoints(tmp_path: Path) -> None:
+    for template in WITNESS_TEMPLATES:
+        for statement in statements(render(template, tmp_path)):
+            if statement["Effect"] == "Allow":
+                assert "*" not in principals(statement), (template, statement)
+    writer = render("witness-writer.json.tftpl", tmp_path)
+    actions = allowed_actions(writer)
+    assert {"s3:PutObject", "s3:PutObjectRetention", "s3:ListBucketVersions"} <= set(actions)
+    assert not [a for a in actions if "*" in a or a.startswith(DESTRUCTIVE)], actions
+    for statement in statements(writer):
+        if "s3:PutObject" in as_list(statement["Action"]):
+            assert as_list(statement["Resource"]) == [WITNESS_CHECKPOINTS]
+    auditor = allowed_actions(render("witness-auditor.json.tftpl", tmp_path))
+    assert auditor and all(a.startswith(("s3:Get", "s3:List")) for a in auditor), auditor
+
+    bucket = statements(render("witness-bucket.json.tftpl", tmp_path))
+    assert all(s["Effect"] == "Deny" for s in bucket)  # the bucket policy grants nothing
+    denied = {a for s in bucket for a in as_list(s["Action"])}
+    assert {"s3:DeleteObject", "s3:DeleteObjectVersion", "s3:BypassGovernanceRetention"} <= denied
+    # Create-only: a PUT without If-None-Match is refused, and none lands outside checkpoints/.
+    create_only = [s for s in bucket if s.get("Condition", {}).get("Null")]
+    assert create_only and create_only[0]["Action"] == "s3:PutObject"
+    assert create_only[0]["Condition"]["Null"] == {"s3:if-none-match": "true"}
+    outside = [s for s in bucket if "NotResource" in s]
+    assert outside and outside[0]["NotResource"] == WITNESS_CHECKPOINTS

@@ -81,8 +81,10 @@ def test_outputs_round_trip_through_the_runner_parser(tmp_path: Path) -> None:
         "exit-code": "2",
         "status": "succeeded",
         "audit-ok": "true",
+        "seq": "41",
         "record-uri": "s3://audit-bucket/tf/acme/infra/chain/000000000041.json",
         "record-sha256": "ab" * 32,
+        "checkpoint-uri": "",
         "log-path": ".tfaudit/run-1/output.log",
         "plan-json-path": ".tfaudit/run-1/plan.json",
         "to-add": "3",
@@ -107,7 +109,7 @@ def test_delimiters_are_random_per_value(tmp_path: Path) -> None:
     output_file = tmp_path / "out"
     github.write_outputs(make_result(), output_file)
     delimiters = re.findall(r"^[a-z0-9-]+<<(.+)$", output_file.read_text(), flags=re.M)
-    assert len(delimiters) == len(set(delimiters)) == 10
+    assert len(delimiters) == len(set(delimiters)) == 12
 
 
 def test_not_run_outputs_are_empty_not_zero(tmp_path: Path) -> None:

@@ -65,8 +65,10 @@ def test_dotenv_has_the_github_outputs_under_tfaudit_names() -> None:
         "TFAUDIT_EXIT_CODE": "0",
         "TFAUDIT_STATUS": "succeeded",
         "TFAUDIT_AUDIT_OK": "true",
+        "TFAUDIT_SEQ": "7",
         "TFAUDIT_RECORD_URI": "s3://audit/tf/acme/infra/chain/000000000007.json",
         "TFAUDIT_RECORD_SHA256": "cd" * 32,
+        "TFAUDIT_CHECKPOINT_URI": "",
         "TFAUDIT_LOG_PATH": ".tfaudit/run/output.log",
         "TFAUDIT_PLAN_JSON_PATH": ".tfaudit/run/plan.json",
         "TFAUDIT_TO_ADD": "2",
@@ -81,7 +83,7 @@ def test_dotenv_values_cannot_break_lines_or_quote() -> None:
     parsed = parse_dotenv(text)
     assert parsed["TFAUDIT_STATUS"] == "failed"
     assert "\n" not in parsed["TFAUDIT_RECORD_URI"] and '"' not in parsed["TFAUDIT_RECORD_URI"]
-    assert len(text.splitlines()) == 10
+    assert len(text.splitlines()) == 12
 
 
 def test_report_writes_both_files_in_the_project_dir(tmp_path: Path) -> None:

@@ -298,6 +298,7 @@ def test_no_litter_in_the_checkout_and_recover_still_finds_a_kept_spool(
     assert ok.returncode == 0, ok.stderr.decode()
     assert list(checkout.iterdir()) == []
     assert list((work / "spool").iterdir()) == []
+    assert (work / ".gitignore").read_text().endswith("*\n")  # in a checkout: never untracked
     log_path = Path(result_json(ok)["log_path"])
     assert log_path.parent.parent == work / "shipped" and log_path.read_bytes()
     with running_proxy(s3_server.endpoint) as proxy:

@@ -36,6 +36,10 @@ STORE_FLAGS: list[tuple[str, dict[str, Any]]] = [
     ("--gcs-mode", {"metavar": "MODE", "help": "bucket-policy or object-retention"}),
     ("--azure-mode", {"metavar": "MODE", "help": "version-immutability or container-policy"}),
     ("--signing-key", {"metavar": "SPEC", "help": "none, hmac:env:VAR, ed25519:FILE, kms:ID"}),
+    ("--witness", {"metavar": "URL", "help": "second store for checkpoints (docs/witness.md)"}),
+    ("--witness-endpoint-url", {"metavar": "URL", "help": "the witness's S3-compatible endpoint"}),
+    ("--witness-profile", {"metavar": "NAME", "help": "AWS profile for an S3 witness"}),
+    ("--witness-required", {"metavar": "true|false", "help": "fail on a missed checkpoint"}),
 ]
 
 EXIT_CODES_TEXT = {
@@ -60,6 +64,13 @@ EXIT_CODES_TEXT = {
   21  a spool's store is not locked as policy requires (the spool is kept)
   22  an upload failed (the spool is kept)
   23  a read-back failed (the spool is kept)""",
+    "witness-sync": """exit codes:
+  0   the witness holds every checkpoint it should (gaps between checkpoints stay)
+  20  usage or configuration error
+  21  the witness is not locked as policy requires
+  22  writing a checkpoint failed
+  23  reading a checkpoint back failed
+  24  the stream does not verify: nothing was written (each problem is listed)""",
 }
 
 DESCRIPTIONS = {
@@ -73,6 +84,9 @@ DESCRIPTIONS = {
     "problem, not just the first.",
     "recover": "Ship the spools that an interrupted or failed run left behind, each to the "
     "store and stream recorded in it.",
+    "witness-sync": "Backfill a stream's checkpoints in the witness (docs/witness.md): verify "
+    "the whole stream first, refuse if anything fails, then checkpoint the records before "
+    "the first and after the last checkpoint the witness holds.",
 }
 
 
@@ -186,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also ship spools recorded for a store other than --store",
     )
     recover.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+    sync = _subcommand(sub, "witness-sync", "backfill a stream's checkpoints in the witness")
+    from tfaudit_ci.commands.witness_sync import add_arguments
+
+    add_arguments(sync)
     return parser
 
 
@@ -213,7 +232,9 @@ def _dispatch(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     if ns.cmd is None:
         build_parser().print_usage(sys.stderr)
-        raise ConfigError("no command given", fix="use one of: run, check, verify, recover")
+        raise ConfigError(
+            "no command given", fix="use one of: run, check, verify, recover, witness-sync"
+        )
     cwd = Path.cwd()
     command = _run_command(ns) if ns.cmd == "run" else []
     config = load_config(_config_flags(ns), env, cwd=cwd, config_path=ns.config)
@@ -222,6 +243,7 @@ def _dispatch(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
         "check": lambda: _main_check(config, ns.json),
         "verify": lambda: _main_verify(ns, config, env),
         "recover": lambda: _main_recover(config, env, ns),
+        "witness-sync": lambda: _main_witness_sync(ns, config, env),
     }
     return handlers[ns.cmd]()
 
@@ -250,6 +272,12 @@ def _main_recover(config: Any, env: Mapping[str, str], ns: argparse.Namespace) -
     from tfaudit_ci.commands.recover import main_recover
 
     return main_recover(config, env, as_json=ns.json, all_stores=ns.all_stores)
+
+
+def _main_witness_sync(ns: argparse.Namespace, config: Any, env: Mapping[str, str]) -> int:
+    from tfaudit_ci.commands.witness_sync import main_witness_sync
+
+    return main_witness_sync(ns, config, env)
 
 
 def _is_run(args: Sequence[str]) -> bool:

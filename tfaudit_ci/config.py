@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -124,6 +124,11 @@ KEYS: dict[str, Callable[[Any], Any]] = {
     "azure-mode": _choice(AzureMode),
     "oidc-audience": _as_str,
     "gitlab-id-token-var": _as_str,
+    # The independent witness (docs/witness.md): a second store for checkpoints.
+    "witness": _as_str,
+    "witness-endpoint-url": _as_str,
+    "witness-profile": _as_str,
+    "witness-required": _as_bool,
 }
 
 
@@ -153,6 +158,10 @@ class Config:
     azure_mode: AzureMode = AzureMode.VERSION_IMMUTABILITY
     oidc_audience: str = "tfaudit"
     gitlab_id_token_var: str | None = None
+    witness: str | None = None
+    witness_endpoint_url: str | None = None
+    witness_profile: str | None = None
+    witness_required: bool = True
     sources: dict[str, str] = field(default_factory=dict)  # key -> where its value came from
 
     @property
@@ -169,6 +178,16 @@ class Config:
             multipart_threshold=self.multipart_threshold,
             gcs_mode=self.gcs_mode,
             azure_mode=self.azure_mode,
+        )
+
+    def witness_options(self) -> StoreOptions:
+        """The witness's own options: its endpoint and profile; its region and credentials
+        from that profile or the SDK's usual chain, never the primary store's."""
+        return replace(
+            self.store_options(),
+            endpoint_url=self.witness_endpoint_url,
+            region=None,
+            profile=self.witness_profile,
         )
 
     def require_store(self) -> str:

@@ -74,6 +74,7 @@ def build_record(
     burned: list[dict[str, Any]] | None = None,
     redaction: dict[str, Any] | None = None,
     withheld: list[dict[str, Any]] | None = None,
+    witness: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The record without its signature; the signer adds ``signature`` over these bytes."""
     return {
@@ -99,5 +100,6 @@ def build_record(
         "identity": identity,
         "redaction": redaction,  # the second pass: its source, counts and warnings
         "withheld": withheld or [],  # what was not uploaded (stdout, a log), sizes and reasons
+        "witness": witness,  # where checkpoints go, and those missing (docs/witness.md)
         "tfaudit_version": __version__,
     }

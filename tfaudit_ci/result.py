@@ -36,6 +36,7 @@ class RunResult:
     seq: int | None = None
     record_uri: str | None = None
     record_sha256: str | None = None
+    checkpoint_uri: str | None = None  # the witness's checkpoint of the record
     log_path: str | None = None  # the redacted output on disk
     plan_json_path: str | None = None  # the redacted plan JSON on disk
     spool_dir: str | None = None  # set while a spool is kept (the audit failed)
@@ -79,9 +80,10 @@ class RunResult:
             if self.plan is not None:
                 p = self.plan
                 plan = f", plan +{p.add} ~{p.change} -{p.destroy}"
+            checkpoint = f"; checkpoint {self.checkpoint_uri}" if self.checkpoint_uri else ""
             return (
                 f"tfaudit: {self.status} (exit {self.exit_code}{plan}); record seq "
-                f"{self.seq} at {self.record_uri} sha256 {self.record_sha256}"
+                f"{self.seq} at {self.record_uri} sha256 {self.record_sha256}{checkpoint}"
             )
         if self.status == RunStatus.NOT_RUN and self.exit_code in (
             errors.EXIT_SIGINT,

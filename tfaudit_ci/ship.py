@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfaudit_ci.chain import DUPLICATE_LOOKBACK, Chain, Link
 from tfaudit_ci.errors import ReadbackError
@@ -20,6 +20,9 @@ from tfaudit_ci.signing import Signer
 from tfaudit_ci.spool import LOG_FILE, file_digests, merge_tails
 from tfaudit_ci.spoolstate import Receipt, SpoolArtifact, SpoolState
 from tfaudit_ci.stores.base import ObjectState, Policy, Store, StoredObject
+
+if TYPE_CHECKING:
+    from tfaudit_ci.witness import Witness
 
 # Clock differences between this machine and the store, and rounding to whole seconds.
 RETAIN_SLACK = dt.timedelta(minutes=5)
@@ -95,12 +98,14 @@ class Shipper:
         spool_dir: Path,
         decision: LockDecision,
         signer: Signer,
+        witness: Witness | None = None,
     ) -> None:
         self.store = store
         self.spool = spool
         self.spool_dir = spool_dir
         self.decision = decision
         self.signer = signer
+        self.witness = witness
         self.retain_until = decision.retain_until()
         self.lock = decision.lock(self.retain_until)
 
@@ -201,6 +206,7 @@ class Shipper:
                 identity=spool.identity,
                 redaction=spool.redaction,
                 withheld=spool.withheld,
+                witness=self.witness.note(link.seq) if self.witness is not None else None,
             )
 
         appended = chain.append(build, self.signer, run_folder=spool.run_folder, lock=self.lock)
@@ -257,16 +263,16 @@ def ship_spool(
     spool_dir: Path,
     decision: LockDecision,
     signer: Signer,
+    witness: Witness | None = None,
 ) -> Receipt:
-    """Upload and confirm the artifacts, then append and confirm the record. Idempotent: a
-    spool whose record already landed (a lost answer, a killed run) gets that receipt."""
-    shipper = Shipper(store, spool, spool_dir, decision, signer)
+    """Upload and confirm the artifacts, then append and confirm the record, then its
+    checkpoint in the witness. Idempotent: a spool whose record already landed (a lost
+    answer, a killed run, a failed checkpoint) gets that receipt, and its checkpoint."""
+    shipper = Shipper(store, spool, spool_dir, decision, signer, witness)
     if spool.record_attempted:
         found = already_recorded(store, spool, signer)
         if found is not None:
-            receipt = shipper.receipt(*found)
-            receipt.save(spool_dir)
-            return receipt
+            return _confirmed(shipper.receipt(*found), spool_dir, signer, witness)
     log = spool_dir / LOG_FILE
     if merge_tails(log):  # the output a killed run still held in memory
         spool.artifacts = [
@@ -282,6 +288,15 @@ def ship_spool(
     if not spool.record_attempted:
         spool.record_attempted = True
         spool.save(spool_dir)
-    receipt = shipper.append(entries)
+    return _confirmed(shipper.append(entries), spool_dir, signer, witness)
+
+
+def _confirmed(
+    receipt: Receipt, spool_dir: Path, signer: Signer, witness: Witness | None
+) -> Receipt:
+    """The receipt, once the witness holds the record's checkpoint. Without a receipt on
+    disk, ``recover`` comes back to this spool."""
+    if witness is not None:
+        receipt = witness.attest(receipt, signer)
     receipt.save(spool_dir)
     return receipt

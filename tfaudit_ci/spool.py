@@ -8,6 +8,7 @@ By default it lies outside the checkout: the CI's temporary folder, or the syste
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -209,6 +210,10 @@ def make_spool_dir(work_dir: Path, run_folder: str) -> Path:
             fix="point --work-dir (or TFAUDIT_WORK_DIR) at a writable directory",
         ) from None
     try_lock(path)  # held for the life of this run: `recover` leaves a live spool alone
+    ignore = work_dir / ".gitignore"
+    if not ignore.exists():  # a work dir inside a checkout never shows as untracked files
+        with contextlib.suppress(OSError):
+            ignore.write_text("# tfaudit's spools and shipped outputs\n*\n", encoding="utf-8")
     return path
 
 

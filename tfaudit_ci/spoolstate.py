@@ -59,6 +59,17 @@ class ToolInfo:
     version: str | None = None
 
 
+@dataclass(frozen=True)
+class WitnessSpec:
+    """Where checkpoints go (docs/witness.md): a second store with its own options, and
+    whether a missed checkpoint fails the job. Credentials come from the SDK's chain (or
+    ``options.profile``), never from here."""
+
+    url: str
+    options: StoreOptions
+    required: bool = True
+
+
 @dataclass
 class SpoolState:
     """Everything ``ship_spool`` needs; nothing else assembles a record."""
@@ -86,6 +97,7 @@ class SpoolState:
     redaction: dict[str, Any] | None = None  # the second pass: source, counts, warnings
     withheld: list[dict[str, Any]] = field(default_factory=list)  # not uploaded, and why
     artifacts: list[SpoolArtifact] = field(default_factory=list)
+    witness: WitnessSpec | None = None
     # Set just before the record is written: a later `recover` must then first look for a
     # record this run already appended, instead of appending it twice.
     record_attempted: bool = False
@@ -126,10 +138,12 @@ class SpoolState:
             )
         known = {f.name for f in fields(cls)}
         data = {key: value for key, value in raw.items() if key in known}
-        options = dict(data["store_options"])
-        options["gcs_mode"] = GcsMode(options["gcs_mode"])
-        options["azure_mode"] = AzureMode(options["azure_mode"])
-        data["store_options"] = StoreOptions(**options)
+        data["store_options"] = _store_options(data["store_options"])
+        witness = data.get("witness")
+        if witness is not None:
+            data["witness"] = WitnessSpec(
+                str(witness["url"]), _store_options(witness["options"]), bool(witness["required"])
+            )
         policy = data["policy"]
         data["policy"] = Policy(int(policy["retention_days"]), LockMode(policy["lock_mode"]))
         data["on_unlocked"] = OnUnlocked(data["on_unlocked"])
@@ -139,6 +153,13 @@ class SpoolState:
         if data.get("phase", "running") not in ("running", "complete"):
             raise ValueError(f"unknown phase {data['phase']!r}")
         return cls(**data)
+
+
+def _store_options(raw: Any) -> StoreOptions:
+    options = dict(raw)
+    options["gcs_mode"] = GcsMode(options["gcs_mode"])
+    options["azure_mode"] = AzureMode(options["azure_mode"])
+    return StoreOptions(**options)
 
 
 @dataclass(frozen=True)
@@ -151,6 +172,8 @@ class Receipt:
     record_sha256: str
     version_id: str
     recovered: bool = False
+    checkpoint_uri: str | None = None  # the witness's checkpoint of this record
+    witness_warning: str | None = None  # a checkpoint missed (witness-required: false)
 
     def save(self, spool_dir: Path) -> None:
         write_json(spool_dir / RECEIPT_FILE, asdict(self))

@@ -38,6 +38,7 @@ from tfaudit_ci.spool import (
 from tfaudit_ci.spoolstate import RECEIPT_FILE, SPOOL_FILE, Receipt, SpoolArtifact, SpoolState
 from tfaudit_ci.stores import open_store
 from tfaudit_ci.vocab import RunStatus
+from tfaudit_ci.witness import open_witness
 
 
 def _same_store(a: str, b: str) -> bool:
@@ -78,12 +79,19 @@ def recover_one(
     checked = preflight(store, spool.policy, spool.on_unlocked)
     if checked.warning:
         sys.stderr.write(f"tfaudit: warning: {checked.warning}\n")
+    witness = None
+    if spool.witness is not None:
+        witness = open_witness(spool.witness, spool.stream, spool.policy, spool.on_unlocked)
+        if witness.warning:
+            sys.stderr.write(f"tfaudit: warning: {witness.warning}\n")
     signer = make_signer(spool.signing_key or signing_key, env)
     if spool.phase == "running":
         finish_interrupted(spool_dir, spool, env)
     receipt = dataclasses.replace(
-        ship_spool(store, spool, spool_dir, checked.decision, signer), recovered=True
+        ship_spool(store, spool, spool_dir, checked.decision, signer, witness), recovered=True
     )
+    if receipt.witness_warning:
+        sys.stderr.write(f"tfaudit: warning: {receipt.witness_warning}\n")
     settle(spool_dir)
     return receipt
 

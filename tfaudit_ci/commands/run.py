@@ -43,6 +43,7 @@ from tfaudit_ci.spoolstate import SpoolArtifact, SpoolState, ToolInfo
 from tfaudit_ci.stores import open_store
 from tfaudit_ci.tfargs import TfInvocation, parse_invocation
 from tfaudit_ci.vocab import RunStatus
+from tfaudit_ci.witness import Witness, open_witness_soon, witness_spec
 
 
 def status_of(outcome: Outcome, inv: TfInvocation) -> RunStatus:
@@ -90,6 +91,7 @@ class Run:
     inv: TfInvocation
     command: list[str]
     result: RunResult
+    witness: Witness | None = None
 
     @property
     def stdout(self) -> StdoutPolicy:
@@ -119,6 +121,7 @@ class Run:
             cwd=str(self.cwd),
             ci=self.ci.to_dict(),
             started_at=iso(started),
+            witness=witness_spec(self.config),
         )
         spool.save(spool_dir)
         policy = self.stdout
@@ -241,11 +244,17 @@ class Run:
 
     def ship(self, spool_dir: Path, spool: SpoolState) -> None:
         signer = make_signer(spool.signing_key, self.env)
-        receipt = ship_spool(self.checked.store, spool, spool_dir, self.checked.decision, signer)
+        receipt = ship_spool(
+            self.checked.store, spool, spool_dir, self.checked.decision, signer, self.witness
+        )
         self.result.seq = receipt.seq
         self.result.record_uri = receipt.record_uri
         self.result.record_sha256 = receipt.record_sha256
+        self.result.checkpoint_uri = receipt.checkpoint_uri
         self.result.audit_ok = True
+        if receipt.witness_warning:
+            self.console.say(f"tfaudit: warning: {receipt.witness_warning}")
+            self.result.warnings.append(receipt.witness_warning)
         shipped = settle(spool_dir)
         self.result.spool_dir = None
         self.result.log_path = str(shipped / LOG_FILE)
@@ -274,11 +283,19 @@ def prepare(
     for warning in rules.warnings:
         console.say(f"tfaudit: warning: {warning}")
         result.warnings.append(warning)
+    spec = witness_spec(config)  # the witness's preflight runs beside the primary's
+    opening = open_witness_soon(spec, stream, config.policy, config.on_unlocked) if spec else None
     checked = preflight(store, config.policy, config.on_unlocked)
     if checked.warning:
         console.say(f"tfaudit: warning: {checked.warning}")
         result.warnings.append(checked.warning)
-    return Run(config, env, cwd, console, checked, ci, stream, rules, inv, list(command), result)
+    witness = opening() if opening is not None else None
+    if witness is not None and witness.warning:
+        console.say(f"tfaudit: warning: {witness.warning}")
+        result.warnings.append(witness.warning)
+    return Run(
+        config, env, cwd, console, checked, ci, stream, rules, inv, list(command), result, witness
+    )
 
 
 def execute(

@@ -121,12 +121,17 @@ def main_verify(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) 
     from tfaudit_ci.verify.model import Code, warning
     from tfaudit_ci.verify.report import summary_line, text_lines, to_json
     from tfaudit_ci.verify.walk import verify_stream
+    from tfaudit_ci.witness import verify_witness
 
     options = build_options(ns, config, env)
     store = open_store(config.require_store(), config.store_options())
     rules = verify_locks(store, config.policy, config.on_unlocked)
     options.check_locks, options.lock_note = rules.check, rules.note
-    result = verify_stream(store, options)
+    # The witness's checkpoints and --head-from are read before the chain (docs/witness.md).
+    witness = verify_witness(
+        ns, config, stream=options.stream, verifier=options.verifier, parallelism=ns.parallelism
+    )
+    result = verify_stream(store, options, witness)
     if rules.unlocked is not None:
         result.problems.insert(0, warning(Code.UNLOCKED_STORE, rules.unlocked))
     verbose = bool(getattr(ns, "verbose", False))

@@ -41,3 +41,15 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         "--parallelism", metavar="N", type=int, default=16, help="concurrent reads (default 16)"
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # Issue 14 (docs/witness.md); --witness itself is a config key, like --store.
+    parser.add_argument(
+        "--require-witness",
+        action="store_true",
+        help="records without a checkpoint in the witness are errors, not warnings",
+    )
+    parser.add_argument(
+        "--head-from",
+        metavar="FILE",
+        action="append",
+        help="(seq, sha256) heads seen elsewhere, e.g. grepped from CI job logs (repeatable)",
+    )

@@ -167,8 +167,15 @@ def step_summary(result: RunResult, warnings: Iterable[str] = ()) -> str:
         facts.append(("Record URI", _code(result.record_uri)))
     if result.record_sha256:
         facts.append(("Record sha256", _code(result.record_sha256)))
+    if result.checkpoint_uri:
+        facts.append(("Witness checkpoint", _code(result.checkpoint_uri)))
+    if result.seq is not None and result.record_sha256:
+        # One line a later `tfaudit verify --head-from` reads back (docs/witness.md).
+        facts.append(("Head", _code(f"seq {result.seq} sha256 {result.record_sha256}")))
     parts.append("| | |\n| --- | --- |\n")
     parts.append("".join(f"| {name} | {value} |\n" for name, value in facts))
+    for text in result.warnings:
+        parts.append(f"\n> [!WARNING]\n> {_code(text[:SUMMARY_ERROR_MAX_CHARS])}\n")
 
     if result.error:
         error = result.error

@@ -21,6 +21,7 @@ class StoreOptions:
     multipart_chunksize: int = 16 * 1024 * 1024
     gcs_mode: GcsMode = GcsMode.BUCKET_POLICY
     azure_mode: AzureMode = AzureMode.VERSION_IMMUTABILITY
+    profile: str | None = None  # S3: a named AWS profile (the witness's own credentials)
 
 
 def _split(path: str) -> tuple[str, str]:

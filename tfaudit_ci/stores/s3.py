@@ -71,7 +71,7 @@ def make_client(options: StoreOptions, max_pool_connections: int = 10) -> S3Clie
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(region_name=options.region)
+    session = boto3.session.Session(region_name=options.region, profile_name=options.profile)
     client = session.client("s3", endpoint_url=options.endpoint_url, config=config)
     _drop_expect_continue(client)
     return client

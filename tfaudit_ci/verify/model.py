@@ -65,6 +65,14 @@ class Code(str, enum.Enum):
     UNPINNED = "unpinned"
     IDENTITY = "identity"
     ORPHAN = "orphan"
+    # the trail against its witness (docs/witness.md)
+    TRUNCATED = "truncated"
+    UNWITNESSED = "unwitnessed"
+    WITNESS_CHAIN = "witness-chain"
+    WITNESS_INVALID = "witness-invalid"
+    WITNESS_MISMATCH = "witness-mismatch"
+    WITNESS_SIGNATURE = "witness-signature"
+    WITNESS_UNREADABLE = "witness-unreadable"
 
     def __str__(self) -> str:
         return self.value

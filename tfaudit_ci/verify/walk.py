@@ -18,7 +18,7 @@ import functools
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tfaudit_ci import record_limits
 from tfaudit_ci.identity import IDENTITY_ARTIFACT
@@ -37,6 +37,9 @@ from tfaudit_ci.verify.model import (
     warning,
 )
 from tfaudit_ci.verify.reader import EVIDENCE_LIMIT, Reader, parallel_map, reader_for
+
+if TYPE_CHECKING:
+    from tfaudit_ci.verify.witness import WitnessCheck
 
 # Codes that replace a burned slot's own findings (they describe the slot, not its content).
 _SLOT_LEVEL = {Code.GAP, Code.AFTER_HEAD, Code.DELETED, Code.DELETE_MARKER}
@@ -67,10 +70,13 @@ class _Extra:
     run_folder: str | None
 
 
-def verify_stream(store: Store, options: VerifyOptions) -> VerifyResult:
-    """Verify ``options.stream`` in ``store``; never raises for anything the store holds."""
+def verify_stream(
+    store: Store, options: VerifyOptions, witness: WitnessCheck | None = None
+) -> VerifyResult:
+    """Verify ``options.stream`` in ``store``, and cross-check it against ``witness``
+    (docs/witness.md); never raises for anything the store holds."""
     result = VerifyResult(store=store.uri, stream=options.stream)
-    walk = _Walk(store, options, result)
+    walk = _Walk(store, options, result, witness)
     try:
         walk.run()
     except Exception as exc:  # a bug outside any record: still a complete report
@@ -87,8 +93,15 @@ def verify_stream(store: Store, options: VerifyOptions) -> VerifyResult:
 
 
 class _Walk:
-    def __init__(self, store: Store, options: VerifyOptions, result: VerifyResult) -> None:
+    def __init__(
+        self,
+        store: Store,
+        options: VerifyOptions,
+        result: VerifyResult,
+        witness: WitnessCheck | None = None,
+    ) -> None:
         self.store = store
+        self.witness = witness
         self.options = options
         self.result = result
         self.reader: Reader = reader_for(store, options.parallelism)
@@ -132,6 +145,7 @@ class _Walk:
             self.result.problems.append(
                 error(Code.EMPTY, f"stream {stream!r} has no records in {self.store.uri}")
             )
+            self._witness()
             return
         self.low, self.high = self._window()
         self.window = listing.between(self.low, self.high)
@@ -155,7 +169,26 @@ class _Walk:
             layout.orphan_problems(listing, referenced, self.options.since, self.options.until)
         )
         self.result.problems.extend(self._max_age())
+        self._witness()
         self.completed = True
+
+    def _witness(self) -> None:
+        """The chain against its witness's checkpoints (and --head-from), by record hash."""
+        if self.witness is None:
+            return
+        from tfaudit_ci.verify.witness import ChainFacts
+
+        present = frozenset(
+            seq for seq, slot in self.listing.slots.items() if slot.winner is not None
+        )
+        shas = {
+            seq: info.fetched.sha256
+            for seq, info in self.infos.items()
+            if info.fetched.sha256 is not None
+        }
+        findings = self.witness.check(ChainFacts(present, shas, list(self.window)))
+        self.result.problems.extend(findings.problems)
+        self.result.notes.extend(findings.notes)
 
     def finish(self) -> None:
         """Counts and notes, from whatever the walk got through."""

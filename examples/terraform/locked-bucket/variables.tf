@@ -34,3 +34,19 @@ variable "auditor_role_name" {
   description = "Existing IAM role auditors assume to run `tfaudit verify` (read-only)."
   type        = string
 }
+
+variable "witness_bucket_name" {
+  description = "Name of the witness bucket (globally unique), in the witness account."
+  type        = string
+}
+
+variable "witness_admin_role_arn" {
+  description = "Role in the witness account (a separate AWS account) that terraform assumes to create the witness bucket and roles."
+  type        = string
+}
+
+variable "witness_region" {
+  description = "Region of the witness bucket."
+  type        = string
+  default     = "eu-central-1"
+}

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     recover = sub.add_parser("recover", help="ship spools left behind by an interrupted run")
     _add_store_flags(recover)
     recover.add_argument("--json", action="store_true")
+
+    from tfaudit_ci.commands.read_args import add_read_commands
+
+    add_read_commands(sub, _add_store_flags)
     return parser
 
 
@@ -117,6 +121,10 @@ def _dispatch(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
         from tfaudit_ci.commands.recover import main_recover
 
         return main_recover(config, env, cwd, as_json=ns.json)
+    if ns.cmd in ("log", "show", "history", "report"):
+        from tfaudit_ci.commands.read_args import run_read_command
+
+        return run_read_command(ns, config, env)
     raise ConfigError("no command given", fix="use one of: run, check, verify, recover")
 
 

@@ -1,0 +1,132 @@
+"""Flags of the reading commands (``log``, ``show``, ``history``, ``report``) and their
+dispatch; kept apart so the parser imports nothing heavy."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tfaudit_ci.config import Config
+
+READ_COMMANDS = ("log", "show", "history", "report")
+
+
+def _color_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--color",
+        dest="color",
+        action="store_const",
+        const=True,
+        default=None,
+        help="colour even when piped",
+    )
+    group.add_argument(
+        "--no-color",
+        dest="color",
+        action="store_const",
+        const=False,
+        help="no colour even on a terminal (NO_COLOR does the same)",
+    )
+
+
+def _common(parser: argparse.ArgumentParser, *, json_flag: bool = True) -> None:
+    if json_flag:
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--parallelism", metavar="N", type=int, default=16, help="concurrent reads (default 16)"
+    )
+
+
+def _trust_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", metavar="SPEC", help="trusted HMAC key: hmac:env:VAR")
+    parser.add_argument("--public-key", metavar="FILE", help="trusted public key (PEM)")
+    parser.add_argument("--kms-key", metavar="ID", help="trusted AWS KMS key id or ARN")
+    parser.add_argument("--jwks", metavar="FILE", help="trusted JWKS for identity evidence")
+
+
+def _plan_search_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plan-stream",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also look for reviewed plans in this stream (repeatable)",
+    )
+    parser.add_argument(
+        "--plan-lookback",
+        metavar="N",
+        type=int,
+        help="search at most N records back for an apply's plan (default: the whole stream)",
+    )
+
+
+def add_read_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    add_store_flags: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    log = sub.add_parser("log", help="list runs, newest first")
+    add_store_flags(log)
+    log.add_argument("-n", dest="limit", metavar="N", type=int, default=20, help="runs (20)")
+    log.add_argument("--since", metavar="TIME", help="runs started at/after TIME (ISO)")
+    log.add_argument("--until", metavar="TIME", help="runs started before TIME (ISO)")
+    for flag, help_text in (
+        ("--actor", "only runs by this actor (repeatable)"),
+        ("--status", "succeeded, failed, cancelled, crashed (repeatable)"),
+        ("--command", "plan, apply, destroy, import, ... (repeatable)"),
+        ("--ref", "only runs whose ref contains this text (repeatable)"),
+    ):
+        log.add_argument(flag, action="append", default=[], metavar="VALUE", help=help_text)
+    _common(log)
+    _color_flags(log)
+
+    show = sub.add_parser("show", help="one record, its checks, its log or plan")
+    add_store_flags(show)
+    show.add_argument("target", nargs="?", default="latest", metavar="SEQ|latest")
+    what = show.add_mutually_exclusive_group()
+    what.add_argument("--log", action="store_true", help="print the stored (redacted) log")
+    what.add_argument("--plan", action="store_true", help="print the redacted plan summary")
+    _common(show)
+    _color_flags(show)
+    _trust_flags(show)
+    _plan_search_flags(show)
+
+    history = sub.add_parser("history", help="every run that changed a resource address")
+    add_store_flags(history)
+    history.add_argument("address", nargs="+", metavar="ADDRESS", help="address or glob")
+    history.add_argument(
+        "--applied-only", action="store_true", help="only applies, destroys and imports"
+    )
+    _common(history)
+    _color_flags(history)
+
+    report = sub.add_parser("report", help="an evidence pack for a period (HTML, JSON, CSV)")
+    add_store_flags(report)
+    from tfaudit_ci.commands.verify_args import add_verify_arguments
+
+    add_verify_arguments(report)  # the same window, keys and checks as verify (--json too)
+    report.add_argument("--out", metavar="FILE", help="write here (default: stdout)")
+    report.add_argument(
+        "--format", choices=("html", "json", "csv"), help="default: html (json with --json)"
+    )
+    _plan_search_flags(report)
+
+
+def run_read_command(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
+    if ns.cmd == "log":
+        from tfaudit_ci.commands.log import main_log
+
+        return main_log(ns, config, env)
+    if ns.cmd == "show":
+        from tfaudit_ci.commands.show import main_show
+
+        return main_show(ns, config, env)
+    if ns.cmd == "history":
+        from tfaudit_ci.commands.history import main_history
+
+        return main_history(ns, config, env)
+    from tfaudit_ci.commands.evidence import main_report
+
+    return main_report(ns, config, env)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tfaudit_ci.config import Config
@@ -64,7 +64,7 @@ def _plan_search_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_read_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[Any],
     add_store_flags: Callable[[argparse.ArgumentParser], None],
 ) -> None:
     log = sub.add_parser("log", help="list runs, newest first")

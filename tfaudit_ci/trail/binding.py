@@ -105,14 +105,13 @@ def bind_apply(row: RunRow, stream: str, plans: Mapping[str, Sequence[PlanRef]])
     """The finding for one apply record of ``stream`` (``row`` must be a bound apply)."""
     digest = applied_digest(row)
     if digest is None:
-        what = " ".join(row.command[1:3]) or "the command"
         reason = row.plan.error if row.plan is not None and row.plan.error else None
         return PlanBinding(
             stream,
             row.seq,
             Binding.NO_PLAN_FILE,
-            f"`{what}` applied no recorded plan file: nothing ties it to a reviewed plan"
-            + (f" ({reason})" if reason else ""),
+            f"applied without a recorded plan file (`{row.command_text()}`): nothing ties it "
+            "to a reviewed plan" + (f" ({reason})" if reason else ""),
         )
     candidates = plans.get(digest, ())
     earlier = [p for p in candidates if p.stream == stream and p.seq < row.seq]
@@ -150,13 +149,13 @@ def bind_apply(row: RunRow, stream: str, plans: Mapping[str, Sequence[PlanRef]])
             digest,
             plan,
         )
-    later = [p for p in candidates if p.stream == stream and p.seq > row.seq]
-    note = f" (a plan with that digest was recorded only after it, at seq {later[0].seq})"
+    later = [p.seq for p in candidates if p.stream == stream and p.seq > row.seq]
+    note = f" (one was recorded only after it, at seq {min(later)})" if later else ""
     return PlanBinding(
         stream,
         row.seq,
         Binding.UNRECORDED,
-        f"no plan run recorded this plan file (sha256 {digest[:12]}…)" + (note if later else ""),
+        f"no plan run recorded this plan file (sha256 {digest[:12]}…){note}",
         digest,
     )
 

@@ -25,7 +25,7 @@ from tfaudit_ci.verify import checks
 from tfaudit_ci.verify.model import ERROR, Fetched, Problem
 
 State = Literal["pass", "fail", "warn", "skip"]
-MARKS: dict[State, str] = {"pass": "✓", "fail": "✗", "warn": "!", "skip": "–"}
+MARKS: dict[State, str] = {"pass": "✓", "fail": "✗", "warn": "!", "skip": "-"}
 
 # verify problem codes -> the check of ``show`` they belong to (others: "record").
 _GROUPS = {

@@ -1,0 +1,103 @@
+"""``tfaudit history ADDRESS...``: every run whose plan or apply changed a matching resource
+address, newest first ("who touched ``aws_iam_role.admin``?")."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+
+from tfaudit_ci.config import Config
+from tfaudit_ci.errors import ConfigError
+from tfaudit_ci.trail.model import ResourceChange, RunRow
+from tfaudit_ci.trail.query import HistoryEntry, HistoryQuery, history, log_changes
+from tfaudit_ci.trail.reader import TrailReader, open_reader
+from tfaudit_ci.trail.render import (
+    Column,
+    Painter,
+    change_request,
+    commit_ref,
+    status_style,
+    status_text,
+    strip_ansi,
+    table,
+    terminal_width,
+    use_color,
+    when,
+)
+from tfaudit_ci.verify.reader import parallel_map
+
+COLUMNS = (
+    Column("SEQ", minimum=3),
+    Column("FINISHED (UTC)", minimum=20),
+    Column("ACTION", minimum=7),
+    Column("ADDRESS", flexible=True, minimum=16),
+    Column("COMMAND", minimum=7),
+    Column("STATUS", minimum=10),
+    Column("ACTOR", flexible=True, minimum=8),
+    Column("COMMIT REF", flexible=True, minimum=10),
+    Column("PR/MR", minimum=5),
+)
+_ACTION_STYLE = {"create": "green", "delete": "red", "replace": "yellow", "update": "yellow"}
+
+
+def applied_log_changes(
+    reader: TrailReader, rows: list[RunRow]
+) -> dict[int, tuple[ResourceChange, ...]]:
+    """For applies that recorded no plan (``apply -auto-approve``): what their log says."""
+    blind = [r for r in rows if r.readable and r.applies and not r.resources]
+
+    def read(row: RunRow) -> tuple[int, tuple[ResourceChange, ...]]:
+        art = row.artifact("output.log")
+        if art is None:
+            return row.seq, ()
+        fetched = reader.fetch(art.key, art.version_id, keep=True)
+        if fetched.data is None or fetched.sha256 != art.sha256:
+            return row.seq, ()  # unreadable or altered: `show` and `verify` say which
+        return row.seq, log_changes(strip_ansi(fetched.data.decode("utf-8", "replace")))
+
+    return dict(parallel_map(read, blind, reader.parallelism))
+
+
+def main_history(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
+    patterns = [p.strip() for p in ns.address if p.strip()]
+    if not patterns:
+        raise ConfigError("no resource address given", fix="e.g. tfaudit history 'aws_iam_role.*'")
+    query = HistoryQuery(patterns, applied_only=ns.applied_only)
+    reader = open_reader(config, env, parallelism=ns.parallelism)
+    slots = reader.all_slots()
+    rows = [slot.row for slot in slots]
+    entries = history(rows, query, applied_log_changes(reader, rows))
+    unreadable = [row.seq for row in rows if not row.readable]
+    if ns.json:
+        sys.stdout.write(json.dumps([e.to_json() for e in entries], indent=2) + "\n")
+    else:
+        paint = Painter(use_color(ns.color, sys.stdout, env))
+        lines = table(
+            COLUMNS, [_cells(e) for e in entries], paint=paint, width=terminal_width(sys.stdout)
+        )
+        sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    note = f"; unreadable slots not searched: {unreadable[:10]}" if unreadable else ""
+    sys.stderr.write(
+        f"tfaudit history: {len(entries)} change{'s' * (len(entries) != 1)} in "
+        f"{len(rows)} records of stream {reader.stream}{note}\n"
+    )
+    return 0
+
+
+def _cells(entry: HistoryEntry) -> list[tuple[str, str | None]]:
+    row, change = entry.row, entry.change
+    source = "" if change.source == "plan" else f" ({change.source})"
+    return [
+        (str(row.seq), "bold"),
+        (when(row), None),
+        (change.action.value + source, _ACTION_STYLE.get(change.action.value)),
+        (change.address, None),
+        (row.subcommand or "?", None),
+        (status_text(row), status_style(row)),
+        (row.ci.actor or "-", "cyan"),
+        (commit_ref(row), "yellow"),
+        (change_request(row), None),
+    ]

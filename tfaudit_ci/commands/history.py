@@ -10,9 +10,8 @@ from collections.abc import Mapping
 
 from tfaudit_ci.config import Config
 from tfaudit_ci.errors import ConfigError
-from tfaudit_ci.trail.model import ResourceChange, RunRow
-from tfaudit_ci.trail.query import HistoryEntry, HistoryQuery, history, log_changes
-from tfaudit_ci.trail.reader import TrailReader, open_reader
+from tfaudit_ci.trail.query import HistoryEntry, HistoryQuery, applied_log_changes, history
+from tfaudit_ci.trail.reader import open_reader
 from tfaudit_ci.trail.render import (
     Column,
     Painter,
@@ -20,13 +19,11 @@ from tfaudit_ci.trail.render import (
     commit_ref,
     status_style,
     status_text,
-    strip_ansi,
     table,
     terminal_width,
     use_color,
     when,
 )
-from tfaudit_ci.verify.reader import parallel_map
 
 COLUMNS = (
     Column("SEQ", minimum=3),
@@ -40,24 +37,6 @@ COLUMNS = (
     Column("PR/MR", minimum=5),
 )
 _ACTION_STYLE = {"create": "green", "delete": "red", "replace": "yellow", "update": "yellow"}
-
-
-def applied_log_changes(
-    reader: TrailReader, rows: list[RunRow]
-) -> dict[int, tuple[ResourceChange, ...]]:
-    """For applies that recorded no plan (``apply -auto-approve``): what their log says."""
-    blind = [r for r in rows if r.readable and r.applies and not r.resources]
-
-    def read(row: RunRow) -> tuple[int, tuple[ResourceChange, ...]]:
-        art = row.artifact("output.log")
-        if art is None:
-            return row.seq, ()
-        fetched = reader.fetch(art.key, art.version_id, keep=True)
-        if fetched.data is None or fetched.sha256 != art.sha256:
-            return row.seq, ()  # unreadable or altered: `show` and `verify` say which
-        return row.seq, log_changes(strip_ansi(fetched.data.decode("utf-8", "replace")))
-
-    return dict(parallel_map(read, blind, reader.parallelism))
 
 
 def main_history(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:

@@ -18,6 +18,8 @@ from typing import Any
 from tfaudit_ci.trail.binding import PlanRef, plan_ref
 from tfaudit_ci.trail.model import Action, ResourceChange, RunRow
 from tfaudit_ci.trail.reader import SlotRead, TrailReader
+from tfaudit_ci.trail.render import strip_ansi
+from tfaudit_ci.verify.reader import parallel_map
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,24 @@ def history(
         if query.wanted(row):
             found.extend(query.entries(row, extra.get(row.seq, ())))
     return found
+
+
+def applied_log_changes(
+    reader: TrailReader, rows: list[RunRow]
+) -> dict[int, tuple[ResourceChange, ...]]:
+    """For applies that recorded no plan (``apply -auto-approve``): what their log says."""
+    blind = [r for r in rows if r.readable and r.applies and not r.resources]
+
+    def read(row: RunRow) -> tuple[int, tuple[ResourceChange, ...]]:
+        art = row.artifact("output.log")
+        if art is None:
+            return row.seq, ()
+        fetched = reader.fetch(art.key, art.version_id, keep=True)
+        if fetched.data is None or fetched.sha256 != art.sha256:
+            return row.seq, ()  # unreadable or altered: `show` and `verify` say which
+        return row.seq, log_changes(strip_ansi(fetched.data.decode("utf-8", "replace")))
+
+    return dict(parallel_map(read, blind, reader.parallelism))
 
 
 # -- plan search ---------------------------------------------------------------------------

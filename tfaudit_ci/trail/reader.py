@@ -92,15 +92,16 @@ class TrailReader:
             upper = lower - 1
             batch = min(batch * 2, 512)
 
-    def all_slots(self) -> list[SlotRead]:
-        """Every slot of the stream: one listing of ``chain/``, then the winners in parallel."""
+    def all_slots(self, first: int = 0, last: int | None = None) -> list[SlotRead]:
+        """The slots from ``first`` to ``last`` (default: all): one listing of ``chain/``, then
+        the winners in parallel, one request each."""
         listing = store_call(
             f"listing stream {self.stream!r} in {self.store.uri}",
             lambda: split_listing(
                 self.stream, self._fetcher.list_versions(chain_prefix(self.stream))
             ),
         )
-        seqs = sorted(listing.slots)
+        seqs = [s for s in sorted(listing.slots) if s >= first and (last is None or s <= last)]
 
         def read(seq: int) -> SlotRead:
             winner = listing.slots[seq].winner

@@ -75,6 +75,7 @@ class Column:
     title: str
     flexible: bool = False  # may be cut to fit a terminal
     minimum: int = 8
+    drop: int = 0  # on a terminal too narrow even when cut, higher numbers go first (0: never)
 
 
 Cell = tuple[str, str | None]  # text, style
@@ -92,6 +93,10 @@ def table(
     width: int | None,
 ) -> list[str]:
     """Aligned rows under a header; the last column is never padded."""
+    if width is not None:
+        keep = _visible(columns, rows, width)
+        columns = [columns[i] for i in keep]
+        rows = [[row[i] for i in keep] for row in rows]
     texts = [[clean(text) for text, _ in row] for row in rows]
     widths = [len(c.title) for c in columns]
     for row in texts:
@@ -112,6 +117,23 @@ def table(
             parts.append(paint(shown, style) + pad)
         lines.append("  ".join(parts).rstrip())
     return lines
+
+
+def _visible(columns: Sequence[Column], rows: Sequence[Sequence[Cell]], width: int) -> list[int]:
+    """Indexes of the columns to show: droppable ones go while even their minimum widths
+    would not fit."""
+    keep = list(range(len(columns)))
+
+    def least(i: int) -> int:
+        longest = max([len(columns[i].title), *(len(clean(r[i][0])) for r in rows)])
+        return min(longest, columns[i].minimum) if columns[i].flexible else longest
+
+    while sum(least(i) for i in keep) + 2 * (len(keep) - 1) > width:
+        droppable = [i for i in keep if columns[i].drop]
+        if not droppable:
+            break
+        keep.remove(max(droppable, key=lambda i: columns[i].drop))
+    return keep
 
 
 def _fit(columns: Sequence[Column], widths: list[int], width: int) -> None:
@@ -179,11 +201,11 @@ LOG_COLUMNS = (
     Column("FINISHED (UTC)", minimum=20),
     Column("STATUS", minimum=10),
     Column("ACTOR", flexible=True, minimum=8),
-    Column("COMMIT REF", flexible=True, minimum=10),
-    Column("PR/MR", minimum=5),
-    Column("CHANGES", minimum=7),
+    Column("COMMIT REF", flexible=True, minimum=10, drop=1),
+    Column("PR/MR", minimum=5, drop=3),
+    Column("CHANGES", minimum=7, drop=2),
     Column("COMMAND", flexible=True, minimum=16),
-    Column("RUN URL", flexible=True, minimum=12),
+    Column("RUN URL", flexible=True, minimum=12, drop=4),
 )
 
 

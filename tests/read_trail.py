@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import S3Server, make_lock_bucket, unique_bucket
 from tests.tfaudit_proc import tfaudit
 from tests.tfhelpers import isolated_env, terraform_binaries, terraform_version
 
@@ -52,6 +53,26 @@ class Trail:
     def run(self, command: str, *rest: str, stream: str = STREAM) -> tuple[int, str, str]:
         proc = tfaudit(self.args(command, *rest, stream=stream), env=self.env, cwd=self.cwd)
         return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+_BUILT: dict[tuple[str, str], Trail] = {}
+
+
+def session_trail(
+    kind: str, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
+) -> Trail:
+    """The trail of this store kind (and S3 server), built on first use in the session."""
+    key = (kind, s3_server.endpoint if kind == "s3" else "")
+    if key not in _BUILT:
+        root = tmp_path_factory.mktemp(f"read-trail-{kind}")
+        if kind == "file":
+            _BUILT[key] = build_trail((root / "store").as_uri(), root, {}, [])
+        else:
+            bucket = unique_bucket("read")
+            make_lock_bucket(s3_server.client(), bucket)
+            extra = ["--endpoint-url", s3_server.endpoint]
+            _BUILT[key] = build_trail(f"s3://{bucket}/audit", root, s3_server.env(), extra)
+    return _BUILT[key]
 
 
 def modern_terraform() -> Path:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.read_trail import KEY, KEY_VAR, OTHER_STREAM, STREAM, Trail, build_trail
+from tests.read_trail import KEY, KEY_VAR, OTHER_STREAM, STREAM, Trail, session_trail
 from tests.scenarios import Scenario
 from tests.servers import S3Server, make_lock_bucket, unique_bucket
 from tfaudit_ci.canonical import canonical_bytes
@@ -29,14 +29,7 @@ from tfaudit_ci.stores import StoreOptions, open_store
 def trail(
     request: pytest.FixtureRequest, s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Trail:
-    root = tmp_path_factory.mktemp(f"read-trail-{request.param}")
-    if request.param == "file":
-        return build_trail((root / "store").as_uri(), root, {}, [])
-    bucket = unique_bucket("read")
-    make_lock_bucket(s3_server.client(), bucket)
-    return build_trail(
-        f"s3://{bucket}/audit", root, s3_server.env(), ["--endpoint-url", s3_server.endpoint]
-    )
+    return session_trail(str(request.param), s3_server, tmp_path_factory)
 
 
 def _json(text: str) -> Any:

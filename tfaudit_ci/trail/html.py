@@ -43,7 +43,7 @@ h1 { font-size: 24px; margin: 0 0 4px; } h2 { font-size: 18px; margin: 28px 0 8p
 table { border-collapse: collapse; width: 100%; margin: 6px 0 12px; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line);
   vertical-align: top; overflow-wrap: break-word; }
-td.nw, .pill { white-space: nowrap; }
+td.nw, .pill { white-space: nowrap; } td { max-width: 420px; }
 th { background: var(--soft); font-weight: 600; }
 table.facts th { width: 180px; background: none; color: var(--muted); font-weight: 500; }
 .verdict { border-radius: 8px; padding: 14px 18px; margin: 16px 0; border: 2px solid; }
@@ -257,10 +257,10 @@ def _applies(applies: Sequence[RunDetail]) -> str:
     rows = "".join(
         f'<tr class="apply-row"><td><a href="#seq-{r.row.seq}">{r.row.seq}</a></td>'
         f'<td class="nw">{esc(when(r.row))}</td><td>{_status(r)}</td>'
-        f'<td class="nw">{esc(r.row.ci.actor)}</td>'
+        f"<td>{esc(r.row.ci.actor)}</td>"
         f'<td class="mono">{esc((r.row.ci.commit or "")[:10])}</td>'
         f"<td>{esc(short_ref(r.row.ci.ref))}</td>"
-        f'<td class="nw">{esc(change_request(r.row))}</td>'
+        f"<td>{esc(change_request(r.row))}</td>"
         f'<td class="nw">{esc(counts(r.row))}</td>'
         f"<td>{_binding_cell(r)}</td><td>{link(r.row.ci.run_url, 'CI run')}</td></tr>"
         for r in sorted(applies, key=lambda r: r.row.seq, reverse=True)

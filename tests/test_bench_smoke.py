@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_chain, bench_overhead, bench_pipeline, bench_stream, bench_verify
+from bench import (
+    bench_chain,
+    bench_overhead,
+    bench_pipeline,
+    bench_read,
+    bench_stream,
+    bench_verify,
+)
 from bench.common import BenchError, Figure, markdown_table
 from tests.servers import S3Server, start_moto
 
@@ -70,3 +77,9 @@ def test_verify_smoke(tmp_path: Path) -> None:
             pytest.skip("tfaudit verify is not in this build yet (issue 3)")
         raise
     _check(figures, bench_verify.BENCH)
+
+
+def test_read_smoke(tmp_path: Path) -> None:
+    figures = _check(bench_read.run(bench_read.SMOKE, tmp_path), bench_read.BENCH)
+    assert len(figures) == 3
+    assert all(fig.met is not None for fig in figures.values())  # each has its bracket

@@ -29,9 +29,6 @@ class Binding(str, Enum):
     FAILED_PLAN = "failed-plan"
     NO_PLAN_FILE = "no-plan-file"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 @dataclass(frozen=True)
 class PlanRef:
@@ -49,14 +46,13 @@ class PlanRef:
 
 @dataclass(frozen=True)
 class PlanBinding:
-    """The finding for one apply record."""
+    """The finding for one apply record (of the stream that was read)."""
 
-    stream: str
     apply_seq: int
     binding: Binding
     message: str
-    plan_file_sha256: str | None = None
-    plan: PlanRef | None = None
+    plan_file_sha256: str | None
+    plan: PlanRef | None
 
     @property
     def ok(self) -> bool:
@@ -64,7 +60,6 @@ class PlanBinding:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "stream": self.stream,
             "apply_seq": self.apply_seq,
             "binding": self.binding.value,
             "ok": self.ok,
@@ -106,57 +101,46 @@ def bind_apply(row: RunRow, stream: str, plans: Mapping[str, Sequence[PlanRef]])
     digest = applied_digest(row)
     if digest is None:
         reason = row.plan.error if row.plan is not None and row.plan.error else None
-        return PlanBinding(
-            stream,
-            row.seq,
-            Binding.NO_PLAN_FILE,
+        message = (
             f"applied without a recorded plan file (`{row.command_text()}`): nothing ties it "
-            "to a reviewed plan" + (f" ({reason})" if reason else ""),
+            "to a reviewed plan" + (f" ({reason})" if reason else "")
         )
-    candidates = plans.get(digest, ())
-    earlier = [p for p in candidates if p.stream == stream and p.seq < row.seq]
+        return PlanBinding(row.seq, Binding.NO_PLAN_FILE, message, None, None)
+    binding, plan, message = _judge(row.seq, stream, digest, plans.get(digest, ()))
+    return PlanBinding(row.seq, binding, message, digest, plan)
+
+
+def _judge(
+    seq: int, stream: str, digest: str, candidates: Sequence[PlanRef]
+) -> tuple[Binding, PlanRef | None, str]:
+    earlier = [p for p in candidates if p.stream == stream and p.seq < seq]
     good = [p for p in earlier if p.succeeded]
     if good:
         plan = max(good, key=lambda p: p.seq)
-        return PlanBinding(
-            stream,
-            row.seq,
-            Binding.REVIEWED,
-            f"applies the plan recorded at seq {plan.seq}",
-            digest,
-            plan,
-        )
+        return Binding.REVIEWED, plan, f"applies the plan recorded at seq {plan.seq}"
     if earlier:
         plan = max(earlier, key=lambda p: p.seq)
-        return PlanBinding(
-            stream,
-            row.seq,
+        return (
             Binding.FAILED_PLAN,
-            f"the plan file was recorded only by a plan run that did not succeed "
-            f"(seq {plan.seq}, status {plan.status})",
-            digest,
             plan,
+            "the plan file was recorded only by a plan run that did not succeed "
+            f"(seq {plan.seq}, status {plan.status})",
         )
     elsewhere = [p for p in candidates if p.stream != stream]
     if elsewhere:
         plan = next((p for p in elsewhere if p.succeeded), elsewhere[0])
-        return PlanBinding(
-            stream,
-            row.seq,
+        return (
             Binding.OTHER_STREAM,
+            plan,
             f"the plan file was recorded in another stream ({plan.stream} seq {plan.seq}, "
             f"status {plan.status}), not in this one",
-            digest,
-            plan,
         )
-    later = [p.seq for p in candidates if p.stream == stream and p.seq > row.seq]
+    later = [p.seq for p in candidates if p.stream == stream and p.seq > seq]
     note = f" (one was recorded only after it, at seq {min(later)})" if later else ""
-    return PlanBinding(
-        stream,
-        row.seq,
+    return (
         Binding.UNRECORDED,
+        None,
         f"no plan run recorded this plan file (sha256 {digest[:12]}…){note}",
-        digest,
     )
 
 

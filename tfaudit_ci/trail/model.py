@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
@@ -35,9 +35,6 @@ class Action(str, Enum):
     MOVE = "move"
     READ = "read"
     OTHER = "other"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # Subcommands that change infrastructure when they succeed (or partly, when they fail).
@@ -76,13 +73,7 @@ class ResourceChange:
     source: Source = "plan"  # "command": `terraform import ADDR`; "log": progress lines
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "address": self.address,
-            "action": self.action.value,
-            "importing": self.importing,
-            "previous_address": self.previous_address,
-            "source": self.source,
-        }
+        return {**asdict(self), "action": self.action.value}
 
 
 @dataclass(frozen=True)
@@ -113,13 +104,7 @@ class ArtifactRef:
     size: int | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "key": self.key,
-            "version_id": self.version_id,
-            "sha256": self.sha256,
-            "size": self.size,
-        }
+        return asdict(self)  # the record's own artifact entry shape
 
 
 @dataclass(frozen=True)

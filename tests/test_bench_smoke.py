@@ -81,5 +81,5 @@ def test_verify_smoke(tmp_path: Path) -> None:
 
 def test_read_smoke(tmp_path: Path) -> None:
     figures = _check(bench_read.run(bench_read.SMOKE, tmp_path), bench_read.BENCH)
-    assert len(figures) == 3
+    assert len(figures) == 4
     assert all(fig.met is not None for fig in figures.values())  # each has its bracket

@@ -18,6 +18,7 @@ from tfaudit_ci.commands.verify import build_options
 from tfaudit_ci.config import Config
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.record import iso, utc_now
+from tfaudit_ci.trail.cache import RecordCache, cache_for
 from tfaudit_ci.trail.evidence import Evidence, RunDetail, embed_log, to_csv
 from tfaudit_ci.trail.planscope import bindings_for
 from tfaudit_ci.trail.query import applied_log_changes
@@ -47,11 +48,12 @@ def collect(
     config: Config,
     plan_streams: list[str],
     lookback: int | None,
+    cache: RecordCache | None = None,
 ) -> Evidence:
     """Read the runs the verdict covers, bind applies to plans, embed logs."""
     slots: list[SlotRead] = []
     if result.first_seq is not None and result.last_seq is not None:
-        slots = reader.all_slots(result.first_seq, result.last_seq)
+        slots = reader.all_slots(result.first_seq, result.last_seq, cache=cache)
     rows = [slot.row for slot in slots]
     bindings = {
         b.apply_seq: b
@@ -118,6 +120,7 @@ def main_report(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) 
         config=config,
         plan_streams=list(ns.plan_stream),
         lookback=ns.plan_lookback,
+        cache=cache_for(reader.store, reader.stream, env, enabled=ns.cache),
     )
     if fmt == "html":
         from tfaudit_ci.trail.html import render

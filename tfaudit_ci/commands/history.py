@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from tfaudit_ci.config import Config
 from tfaudit_ci.errors import ConfigError
+from tfaudit_ci.trail.cache import cache_for
 from tfaudit_ci.trail.query import HistoryEntry, HistoryQuery, applied_log_changes, history
 from tfaudit_ci.trail.reader import open_reader
 from tfaudit_ci.trail.render import (
@@ -45,7 +46,8 @@ def main_history(ns: argparse.Namespace, config: Config, env: Mapping[str, str])
         raise ConfigError("no resource address given", fix="e.g. tfaudit history 'aws_iam_role.*'")
     query = HistoryQuery(patterns, applied_only=ns.applied_only)
     reader = open_reader(config, env, parallelism=ns.parallelism)
-    slots = reader.all_slots()
+    cache = cache_for(reader.store, reader.stream, env, enabled=ns.cache)
+    slots = reader.all_slots(cache=cache)
     rows = [slot.row for slot in slots]
     entries = history(rows, query, applied_log_changes(reader, rows))
     unreadable = [row.seq for row in rows if not row.readable]
@@ -59,6 +61,8 @@ def main_history(ns: argparse.Namespace, config: Config, env: Mapping[str, str])
         sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
     note = f"; unreadable slots not searched: {unreadable[:10]}" if unreadable else ""
+    if reader.cached:
+        note += f"; {reader.cached} from the local cache (vouched for by the chain's links)"
     sys.stderr.write(
         f"tfaudit history: {len(entries)} change{'s' * (len(entries) != 1)} in "
         f"{len(rows)} records of stream {reader.stream}{note}\n"

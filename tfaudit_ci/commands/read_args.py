@@ -47,6 +47,15 @@ def _trust_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jwks", metavar="FILE", help="trusted JWKS for identity evidence")
 
 
+def _cache_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        help="read every record from the store (see docs/reading.md: the local cache)",
+    )
+
+
 def _plan_search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plan-stream",
@@ -101,6 +110,7 @@ def add_read_commands(
     )
     _common(history)
     _color_flags(history)
+    _cache_flag(history)
 
     report = sub.add_parser("report", help="an evidence pack for a period (HTML, JSON, CSV)")
     add_store_flags(report)
@@ -112,6 +122,7 @@ def add_read_commands(
         "--format", choices=("html", "json", "csv"), help="default: html (json with --json)"
     )
     _plan_search_flags(report)
+    _cache_flag(report)
 
 
 def run_read_command(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:

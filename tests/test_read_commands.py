@@ -299,3 +299,21 @@ def test_forged_s3_record_shows_x(
     assert code == 24 and verdict["ok"] is False
     codes = {(p["seq"], p["code"]) for p in verdict["problems"] if p["severity"] == "error"}
     assert (3, "signature") in codes and (1, "fork") in codes
+
+
+def test_history_cache_is_vouched_for_by_the_chain(trail: Trail, tmp_path: Path) -> None:
+    """Second run answers from the local cache; a cache edited on disk is not believed."""
+    env = {**trail.env, "TFAUDIT_CACHE_DIR": str(tmp_path / "cache")}
+    cached_trail = Trail(trail.store_url, env, trail.cwd, trail.extra)
+    code, first, err = cached_trail.run("history", "terraform_data.*", "--json")
+    assert code == 0 and "local cache" not in err
+    code, second, err = cached_trail.run("history", "terraform_data.*", "--json")
+    if trail.store_url.startswith("file://"):
+        assert "local cache" not in err  # not WORM: always read in full
+        return
+    assert code == 0 and "9 from the local cache" in err and second == first
+    cache_file = next((tmp_path / "cache").glob("*/records.jsonl"))
+    cache_file.write_text(cache_file.read_text().replace("jdoe", "mallory"))
+    code, third, err = cached_trail.run("history", "terraform_data.*", "--json")
+    assert code == 0 and "mallory" not in third and third == first
+    assert "from the local cache" not in err or "2 from the local cache" in err

@@ -149,3 +149,23 @@ def test_csv_and_html_escape_hostile_values() -> None:
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
     assert link("javascript:alert(1)") == "javascript:alert(1)"
     assert link("https://ci/x?a=1&b=2").startswith('<a href="https://ci/x?a=1&amp;b=2"')
+
+
+def test_parallel_head_probe_finds_what_find_head_finds() -> None:
+    """Same answer as the appenders' probing, gaps and stray slots included."""
+    import random
+
+    from tfaudit_ci.trail.reader import parallel_probe_head
+    from tfaudit_ci.verify.layout import probe_head
+
+    rng = random.Random(7)
+    for _ in range(500):
+        size = rng.choice([0, 1, 2, 3, 5, 17, 100, 1000, 65536, 100_000])
+        taken = set(range(size))
+        for _ in range(rng.choice([0, 1, 3])):
+            if size:
+                taken.discard(rng.randrange(size))
+        if rng.random() < 0.3:
+            taken.add(rng.randrange(2 * size + 5))
+        width = rng.choice([1, 2, 4, 16])
+        assert parallel_probe_head(taken.__contains__, width) == probe_head(taken)

@@ -105,7 +105,9 @@ def test_report_renders_in_chromium(browser: Any, trail: Trail, tmp_path: Path) 
     page.click("button[data-open='0']")
     page.screenshot(path=str(ARTIFACTS / f"report-{kind}.png"), full_page=True)
     page.emulate_media(media="print")
-    assert page.locator("nav").is_hidden()
+    assert page.locator("nav").is_hidden() and page.locator("button").first.is_hidden()
+    pdf = page.pdf(path=str(ARTIFACTS / f"report-{kind}.pdf"), format="A4")
+    assert pdf.startswith(b"%PDF") and pdf.count(b"/Type /Page") >= 2
     page.close()
 
 

@@ -262,7 +262,7 @@ def _applies(applies: Sequence[RunDetail]) -> str:
         f"<td>{esc(short_ref(r.row.ci.ref))}</td>"
         f"<td>{esc(change_request(r.row))}</td>"
         f'<td class="nw">{esc(counts(r.row))}</td>'
-        f"<td>{_binding_cell(r)}</td><td>{link(r.row.ci.run_url, 'CI run')}</td></tr>"
+        f"<td>{_binding_cell(r)}</td><td class='nw'>{link(r.row.ci.run_url, 'CI run')}</td></tr>"
         for r in sorted(applies, key=lambda r: r.row.seq, reverse=True)
     )
     head = (

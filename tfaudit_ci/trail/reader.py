@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from tfaudit_ci.chain import Chain
 from tfaudit_ci.errors import PreflightError, TfauditError
 from tfaudit_ci.record import chain_prefix
-from tfaudit_ci.stores.base import Store
+from tfaudit_ci.stores.base import Store, VersionInfo
 from tfaudit_ci.trail.cache import RecordCache, links_to
 from tfaudit_ci.trail.model import RunRow, row_from_bytes
 from tfaudit_ci.verify.layout import split_listing
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 DEFAULT_PARALLELISM = 16
+# Chain keys are ``chain/{seq:012d}.json``: a 10-digit prefix names a block of 100 slots.
+SEQ_DIGITS = 12
+BLOCK_DIGITS = 2
+BLOCK = 10**BLOCK_DIGITS
 # Past this many records newer than the cache, one listing beats reading slot by slot.
 MAX_UNCACHED = 2_000
 
@@ -95,8 +99,35 @@ class TrailReader:
         return SlotRead(seq, found.version_id, found.data, row_from_bytes(seq, found.data))
 
     def slots(self, seqs: list[int]) -> list[SlotRead]:
-        """Several slots, read in parallel, in the order asked."""
-        return parallel_map(self.slot, seqs, self.parallelism)
+        """Several slots, in the order asked: slot keys share decimal prefixes, so one listing
+        of ``chain/NNNNNNNNNN`` finds the winners of up to 100 consecutive slots; then one
+        read per slot, all in parallel."""
+        if len(seqs) <= 2:
+            return [self.slot(seq) for seq in seqs]
+        blocks = sorted({seq // BLOCK for seq in seqs})
+
+        def winners(block: int) -> dict[int, VersionInfo | None]:
+            prefix = f"{chain_prefix(self.stream)}{block:0{SEQ_DIGITS - BLOCK_DIGITS}d}"
+            try:
+                listing = split_listing(self.stream, self._fetcher.list_versions(prefix))
+            except Exception:
+                return {}  # read those slots one by one instead
+            return {seq: slot.winner for seq, slot in listing.slots.items()}
+
+        found: dict[int, VersionInfo | None] = {}
+        for part in parallel_map(winners, blocks, self.parallelism):
+            found.update(part)
+
+        def read(seq: int) -> SlotRead:
+            if seq not in found:
+                return self.slot(seq)  # not listed: absent, or its block failed to list
+            winner = found[seq]
+            if winner is None:
+                return SlotRead(seq, None, None, row_from_bytes(seq, None, "only delete markers"))
+            fetched = self._fetcher.fetch(winner.key, winner.version_id, keep=True)
+            return SlotRead(seq, winner.version_id, fetched.data, _row(seq, fetched))
+
+        return parallel_map(read, seqs, self.parallelism)
 
     def newest_first(self, head: int, *, batch: int = 32, stop: int = 0) -> Iterator[SlotRead]:
         """Slots from ``head`` down to ``stop``, read a batch at a time in parallel."""

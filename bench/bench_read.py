@@ -166,7 +166,12 @@ def run(params: ReadParams, work: Path) -> list[Figure]:
         argv = [*tfaudit_cmd(), "history", *_store(bucket), ADDRESS, "--json"]
         wanted = sum(1 for seq in range(params.history_size) if _address(seq // 2) == ADDRESS)
         for label, extra, runs, how in (
-            ("cold", ["--no-cache"], params.slow_runs, "1 listing + 1 GET per record"),
+            (
+                "cold",
+                ["--no-cache"],
+                params.slow_runs,
+                "a listing per 100 slots + 1 GET per record",
+            ),
             ("warm", [], params.runs, "local cache vouched for by the chain: head probe + head"),
         ):
             if label == "warm":

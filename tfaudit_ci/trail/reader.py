@@ -144,8 +144,9 @@ class TrailReader:
         """The slots from ``first`` to ``last`` (default: all).
 
         With a ``cache`` that the chain vouches for (``trail.cache``), only the records after
-        the cached ones are read; otherwise one listing of ``chain/`` finds every slot's
-        winner and the winners are read in parallel, one request each.
+        the cached ones are read; otherwise every slot up to the head, a listing per block of
+        100 slots and one read per slot, in parallel. (Records stranded after a gap, which
+        appenders cannot see either, are ``verify``'s business: it reports them.)
         """
         cached = cache.load() if cache is not None else {}
         slots = self._from_cache(cached, first, last) if cached else None
@@ -182,22 +183,9 @@ class TrailReader:
         return found + [s for s in newer if first <= s.seq <= upper]
 
     def _listed(self, first: int, last: int | None) -> list[SlotRead]:
-        listing = store_call(
-            f"listing stream {self.stream!r} in {self.store.uri}",
-            lambda: split_listing(
-                self.stream, self._fetcher.list_versions(chain_prefix(self.stream))
-            ),
-        )
-        seqs = [s for s in sorted(listing.slots) if s >= first and (last is None or s <= last)]
-
-        def read(seq: int) -> SlotRead:
-            winner = listing.slots[seq].winner
-            if winner is None:
-                return SlotRead(seq, None, None, row_from_bytes(seq, None, "only delete markers"))
-            fetched = self._fetcher.fetch(winner.key, winner.version_id, keep=True)
-            return SlotRead(seq, winner.version_id, fetched.data, _row(seq, fetched))
-
-        return parallel_map(read, seqs, self.parallelism)
+        head = self.head()
+        upper = head if last is None else min(last, head)
+        return self.slots(list(range(first, upper + 1)))
 
     def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched:
         """One artifact version: its server state, digest and (``keep``) bytes."""

@@ -317,3 +317,24 @@ def test_history_cache_is_vouched_for_by_the_chain(trail: Trail, tmp_path: Path)
     code, third, err = cached_trail.run("history", "terraform_data.*", "--json")
     assert code == 0 and "mallory" not in third and third == first
     assert "from the local cache" not in err or "2 from the local cache" in err
+
+
+def test_reviewed_plan_problems_for_verify(trail: Trail) -> None:
+    """The function ``verify --require-reviewed-plan`` calls, on the real trail."""
+    from tfaudit_ci.trail.planscope import reviewed_plan_problems
+
+    extra = dict(zip(trail.extra[::2], trail.extra[1::2], strict=True))
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+            if name in trail.env:
+                patch.setenv(name, trail.env[name])
+        options = StoreOptions(endpoint_url=extra.get("--endpoint-url"), region="us-east-1")
+        store = open_store(trail.store_url, options)  # boto3 reads credentials here
+        problems = reviewed_plan_problems(store, STREAM, 0, 8)
+        other = reviewed_plan_problems(store, STREAM, 0, 8, other_streams=[OTHER_STREAM])
+    assert [(p.seq, p.code, p.severity) for p in problems] == [
+        (5, "unreviewed-plan", "error"),
+        (7, "unreviewed-plan", "error"),
+        (8, "unreviewed-plan", "error"),
+    ]
+    assert "another stream" in next(p.message for p in other if p.seq == 7)

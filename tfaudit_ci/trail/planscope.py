@@ -5,16 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tfaudit_ci.stores.base import Store
 from tfaudit_ci.trail.binding import (
     PlanBinding,
     PlanRef,
     applied_digest,
     bind_applies,
+    binding_problems,
     plan_ref,
 )
 from tfaudit_ci.trail.model import RunRow
 from tfaudit_ci.trail.query import find_plans
 from tfaudit_ci.trail.reader import TrailReader
+from tfaudit_ci.verify.model import Problem
 
 
 def bindings_for(
@@ -52,3 +55,21 @@ def _found(digest: str, seq: int, plans: Sequence[PlanRef], reader: TrailReader)
     return any(
         p.plan_file_sha256 == digest and p.seq < seq and p.stream == reader.stream for p in plans
     )
+
+
+def reviewed_plan_problems(
+    store: Store,
+    stream: str,
+    first_seq: int | None,
+    last_seq: int | None,
+    *,
+    parallelism: int = 16,
+    other_streams: Sequence[str] = (),
+) -> list[Problem]:
+    """``verify --require-reviewed-plan``: every apply in ``first_seq..last_seq`` (verify's
+    window) that is not bound to a reviewed plan, as an error with code ``unreviewed-plan``."""
+    if first_seq is None or last_seq is None:
+        return []
+    reader = TrailReader(store, stream, parallelism=parallelism)
+    rows = [slot.row for slot in reader.slots(list(range(first_seq, last_seq + 1)))]
+    return binding_problems(bindings_for(reader, rows, other_streams=other_streams))

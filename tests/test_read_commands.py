@@ -338,3 +338,29 @@ def test_reviewed_plan_problems_for_verify(trail: Trail) -> None:
         (8, "unreviewed-plan", "error"),
     ]
     assert "another stream" in next(p.message for p in other if p.seq == 7)
+
+
+def test_hostile_slots_are_rows_not_crashes(tmp_path: Path) -> None:
+    """Junk, a record nested 200,000 deep and numbers out of range are listed and shown as
+    findings; no command prints a traceback."""
+    from tfaudit_ci.stores.file import FileStore
+
+    store = FileStore(tmp_path / "store")
+    scenario = Scenario(store, tmp_path / "spool", stream=STREAM)
+    scenario.create(2)
+    junk = [b"not json", b'{"a":' * 200_000 + b"1" + b"}" * 200_000, b'{"exit_code": 1e999}']
+    for offset, data in enumerate(junk):
+        scenario.write(scenario.built[0], at=2 + offset, data=data)
+    hostile = Trail(store.uri, {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}, tmp_path)
+    code, out, err = hostile.run("log", "--json")
+    rows = _json(out)
+    assert code == 0 and [r["seq"] for r in rows] == [4, 3, 2, 1, 0], err
+    assert rows[1]["error"] and rows[2]["error"] and rows[4]["error"] is None
+    assert rows[0]["exit_code"] is None and "exit_code is a float" in rows[0]["notes"][0]
+    for seq in ("2", "3", "4"):
+        code, out, err = hostile.run("show", seq)
+        assert code == 24 and "Traceback" not in err and "✗ record" in out
+    code, _, err = hostile.run("history", "*", "--json")
+    assert code == 0 and "Traceback" not in err
+    code, _, err = hostile.run("report", "--since", "2000-01-01", "--format", "csv")
+    assert code in (20, 21, 24) and "Traceback" not in err

@@ -23,7 +23,7 @@ from tfaudit_ci.trail.checks import (
     binding_check,
     overall,
 )
-from tfaudit_ci.trail.model import RunRow
+from tfaudit_ci.trail.model import RunRow, safe_record
 from tfaudit_ci.trail.planscope import bindings_for
 from tfaudit_ci.trail.reader import SlotRead, TrailReader, open_reader
 from tfaudit_ci.trail.render import (
@@ -37,7 +37,6 @@ from tfaudit_ci.trail.render import (
     status_text,
     use_color,
 )
-from tfaudit_ci.verify.checks import parse_record
 
 
 def target_seq(reader: TrailReader, target: str) -> int:
@@ -97,7 +96,7 @@ def show_json(
         "stream": reader.stream,
         "seq": slot.seq,
         "version_id": slot.version_id,
-        "record": parse_record(slot.data),
+        "record": safe_record(slot.data),
         "run": slot.row.to_json(),
         "resources": [r.to_json() for r in slot.row.resources],
         "artifacts": [a.to_json() for a in slot.row.artifacts],

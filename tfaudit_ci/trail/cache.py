@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tfaudit_ci.canonical import sha256_hex
 from tfaudit_ci.stores.base import Store
-from tfaudit_ci.verify.checks import parse_record
+from tfaudit_ci.trail.model import safe_record
 
 CACHE_ENV = "TFAUDIT_CACHE_DIR"
 
@@ -43,7 +43,7 @@ def cache_root(env: Mapping[str, str]) -> Path | None:
 
 def links_to(data: bytes, previous: bytes, seq: int) -> bool:
     """Does the record ``data`` (at ``seq``) chain onto the record bytes ``previous``?"""
-    record = parse_record(data)
+    record = safe_record(data)
     link = record.get("prev") if record is not None else None
     return (
         isinstance(link, dict)
@@ -71,7 +71,7 @@ class RecordCache:
         seq = 0
         while seq in entries:
             data = entries[seq][1]
-            record = parse_record(data)
+            record = safe_record(data)
             if record is None or (seq > 0 and not links_to(data, linked[seq - 1][1], seq)):
                 break
             if seq == 0 and record.get("prev") is not None:

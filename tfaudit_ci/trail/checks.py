@@ -20,6 +20,7 @@ from tfaudit_ci.record import chain_key
 from tfaudit_ci.signing import Verifier
 from tfaudit_ci.stores.base import ObjectState, Policy
 from tfaudit_ci.trail.binding import PlanBinding
+from tfaudit_ci.trail.model import safe_record
 from tfaudit_ci.trail.reader import SlotRead, TrailReader
 from tfaudit_ci.verify import checks
 from tfaudit_ci.verify.model import ERROR, Fetched, Problem
@@ -95,9 +96,16 @@ class RecordChecker:
         self.check_locks = getattr(self.store, "worm", True) is not False
 
     def run(self, slot: SlotRead) -> list[CheckResult]:
+        try:
+            return self._run(slot)
+        except Exception as exc:  # hostile content is a finding, never a crash
+            reason = f"could not be checked: {type(exc).__name__}: {exc}"[:300]
+            return [CheckResult("record", "fail", (reason,))]
+
+    def _run(self, slot: SlotRead) -> list[CheckResult]:
         if slot.data is None or slot.version_id is None:
             return [CheckResult("record", "fail", (slot.row.error or "unreadable",))]
-        record = checks.parse_record(slot.data)
+        record = safe_record(slot.data)
         if record is None:
             return [CheckResult("record", "fail", ("the record is not a JSON object",))]
         prev = self._neighbour(slot.seq - 1) if slot.seq > 0 else None
@@ -143,7 +151,7 @@ class RecordChecker:
             return checks.Neighbour(seq, None, None)
         (_, winner), *extras = versions
         losers = {sha256_hex(d): vid for vid, d in extras if d is not None}
-        record = checks.parse_record(winner)
+        record = safe_record(winner)
         return checks.Neighbour(seq, sha256_hex(winner) if winner else None, record, losers)
 
     def _versions_of(self, seq: int) -> list[tuple[str, bytes | None]]:

@@ -372,13 +372,25 @@ def _command_resources(row: RunRow) -> tuple[ResourceChange, ...]:
     return (ResourceChange(positionals[-2], Action.IMPORT, True, None, "command"),)
 
 
+def safe_record(data: bytes | None) -> dict[str, Any] | None:
+    """``data`` parsed as a JSON object; None for anything else, hostile input included
+    (nesting past the interpreter's recursion limit, numbers out of range), never an
+    exception."""
+    if data is None:
+        return None
+    try:
+        return parse_record(data)
+    except (RecursionError, ValueError, OverflowError, MemoryError):
+        return None
+
+
 def row_from_bytes(seq: int, data: bytes | None, error: str | None = None) -> RunRow:
     """The row for slot ``seq``; an unreadable or non-record slot becomes a row with ``error``."""
     if data is None:
         return RunRow(seq, None, error=error or "the slot could not be read")
-    record = parse_record(data)
+    record = safe_record(data)
     if record is None:
-        return RunRow(seq, sha256_hex(data), error="the slot does not hold a JSON object")
+        return RunRow(seq, sha256_hex(data), error="the slot does not hold a record (JSON object)")
     return row_from_record(seq, record, sha256_hex(data))
 
 

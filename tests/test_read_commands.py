@@ -236,9 +236,14 @@ def test_report_json_and_csv(trail: Trail, tmp_path: Path) -> None:
 # -- tampering ---------------------------------------------------------------------------------
 
 
-def test_tampered_file_trail_shows_x(trail: Trail, tmp_path: Path) -> None:
-    if not trail.store_url.startswith("file://"):
-        pytest.skip("in-place rewrite is a file-store attack; the S3 case is the next test")
+@pytest.fixture(scope="session")
+def file_trail(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Trail:
+    return session_trail("file", s3_server, tmp_path_factory)
+
+
+def test_tampered_file_trail_shows_x(file_trail: Trail, tmp_path: Path) -> None:
+    """In-place rewrite is a file-store attack (the S3 case is the next test)."""
+    trail = file_trail
     source = Path(trail.store_url.removeprefix("file://"))
     copy = tmp_path / "copy"
     shutil.copytree(source, copy)

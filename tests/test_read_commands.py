@@ -369,3 +369,33 @@ def test_hostile_slots_are_rows_not_crashes(tmp_path: Path) -> None:
     assert code == 0 and "Traceback" not in err
     code, _, err = hostile.run("report", "--since", "2000-01-01", "--format", "csv")
     assert code in (20, 21, 24) and "Traceback" not in err
+
+
+def test_presigned_reads_equal_sdk_reads(
+    s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk-read path returns what verify's SDK reader returns: bytes, digest, size and
+    the lock state from the response headers; a missing version is missing."""
+    from tfaudit_ci.trail.presigned import PresignedReader
+    from tfaudit_ci.verify.reader import reader_for
+
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = unique_bucket("readpresign")
+    make_lock_bucket(s3_server.client(), bucket)
+    store = open_store(
+        f"s3://{bucket}/audit",
+        StoreOptions(endpoint_url=s3_server.endpoint, region=s3_server.region),
+    )
+    built = Scenario(store, tmp_path / "spool", stream=STREAM).create(2)
+    sdk = reader_for(store, 4)
+    fast = PresignedReader(store, sdk, 4)
+    for item in built:
+        for entry in [*item.artifacts.values(), {"key": item.key, "version_id": item.version_id}]:
+            a = sdk.fetch(entry["key"], entry["version_id"], keep=True)
+            b = fast.fetch(entry["key"], entry["version_id"], keep=True)
+            assert b.data == a.data and b.sha256 == a.sha256 and b.size == a.size
+            assert b.state is not None and a.state is not None
+            assert b.state.lock_mode == a.state.lock_mode == "COMPLIANCE"
+            assert b.state.retain_until == a.state.retain_until
+    assert fast.fetch(built[0].key, "no-such-version", keep=True).state is None

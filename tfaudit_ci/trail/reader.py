@@ -75,6 +75,12 @@ class TrailReader:
         """verify's reader (on S3 a second client), made only when a question needs it."""
         if self._reader is None:
             self._reader = reader_for(self.store, self.parallelism)
+            from tfaudit_ci.stores.s3 import S3Store
+
+            if isinstance(self.store, S3Store):
+                from tfaudit_ci.trail.presigned import PresignedReader
+
+                self._reader = PresignedReader(self.store, self._reader, self.parallelism)
         return self._reader
 
     def head(self) -> int:

@@ -266,19 +266,24 @@ def test_tampered_file_trail_shows_x(file_trail: Trail, tmp_path: Path) -> None:
     assert "✗ VERIFICATION FAILED" in text and "[prev-mismatch]" in text
 
 
+def _locked_store(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, prefix: str
+) -> tuple[Any, str]:
+    """A fresh Object-Lock bucket on the server and a store on it (credentials in the env)."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    bucket = unique_bucket(prefix)
+    make_lock_bucket(s3_server.client(), bucket)
+    options = StoreOptions(endpoint_url=s3_server.endpoint, region=s3_server.region)
+    return open_store(f"s3://{bucket}/audit", options), bucket
+
+
 def test_forged_s3_record_shows_x(
     s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On S3 a CI job can only add objects: a forged, unsigned record at the next slot and a
     second version of an existing slot (readers keep the oldest)."""
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    bucket = unique_bucket("readforge")
-    make_lock_bucket(s3_server.client(), bucket)
-    store = open_store(
-        f"s3://{bucket}/audit",
-        StoreOptions(endpoint_url=s3_server.endpoint, region=s3_server.region),
-    )
+    store, bucket = _locked_store(s3_server, monkeypatch, "readforge")
     key = KEY.encode()
     scenario = Scenario(
         store, tmp_path / "spool", stream=STREAM, signer=HmacSigner(key, hmac_key_id(key))
@@ -379,14 +384,7 @@ def test_presigned_reads_equal_sdk_reads(
     from tfaudit_ci.trail.presigned import PresignedReader
     from tfaudit_ci.verify.reader import reader_for
 
-    for name, value in s3_server.env().items():
-        monkeypatch.setenv(name, value)
-    bucket = unique_bucket("readpresign")
-    make_lock_bucket(s3_server.client(), bucket)
-    store = open_store(
-        f"s3://{bucket}/audit",
-        StoreOptions(endpoint_url=s3_server.endpoint, region=s3_server.region),
-    )
+    store, _ = _locked_store(s3_server, monkeypatch, "readpresign")
     built = Scenario(store, tmp_path / "spool", stream=STREAM).create(2)
     sdk = reader_for(store, 4)
     fast = PresignedReader(store, sdk, 4)

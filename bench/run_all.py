@@ -1,7 +1,7 @@
 """Run every benchmark (``make bench``) and print the results table.
 
     .venv/bin/python bench/run_all.py [--smoke] [--update-readme]
-        [--only overhead,pipeline,stream,chain,verify,farslot,redact]
+        [--only overhead,pipeline,stream,chain,verify,farslot,redact,read]
 
 Writes ``bench/results/latest.md`` and ``latest.json``; ``--update-readme`` also replaces the
 table in ``bench/README.md``. A benchmark that cannot run (e.g. ``tfaudit verify`` missing from
@@ -27,6 +27,7 @@ from bench import (
     bench_far_slot,
     bench_overhead,
     bench_pipeline,
+    bench_read,
     bench_redact,
     bench_stream,
     bench_verify,
@@ -39,7 +40,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 README = BENCH_DIR / "README.md"
 START_MARK = "<!-- results:start -->"
 END_MARK = "<!-- results:end -->"
-NAMES = ("overhead", "pipeline", "stream", "chain", "verify", "farslot", "redact")
+NAMES = ("overhead", "pipeline", "stream", "chain", "verify", "farslot", "redact", "read")
 
 Runner = Callable[[Path, S3Server, bool], list[Figure]]
 
@@ -79,6 +80,11 @@ def _redact(work: Path, server: S3Server, smoke: bool) -> list[Figure]:
     return bench_redact.run(bench_redact.SMOKE if smoke else bench_redact.FULL, work)
 
 
+def _read(work: Path, server: S3Server, smoke: bool) -> list[Figure]:
+    del server
+    return bench_read.run(bench_read.SMOKE if smoke else bench_read.FULL, work)
+
+
 RUNNERS: dict[str, tuple[str, Runner]] = {
     "overhead": (bench_overhead.BENCH, _overhead),
     "pipeline": (bench_pipeline.BENCH, _pipeline),
@@ -87,6 +93,7 @@ RUNNERS: dict[str, tuple[str, Runner]] = {
     "verify": (bench_verify.BENCH, _verify),
     "farslot": (bench_far_slot.BENCH, _far_slot),
     "redact": (bench_redact.BENCH, _redact),
+    "read": (bench_read.BENCH, _read),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.fast_moto import seed_object
@@ -30,8 +31,19 @@ def _plan(seq: int) -> bytes:
     return canonical_bytes({"format_version": "1.2", "seq": seq, "resource_changes": changes})
 
 
-def seed_stream(bucket: str, prefix: str, stream: str, count: int, *, artifacts: bool) -> float:
-    """Write records 0..count-1 of ``stream``; returns the seconds it took."""
+def seed_stream(
+    bucket: str,
+    prefix: str,
+    stream: str,
+    count: int,
+    *,
+    artifacts: bool,
+    step: dt.timedelta = dt.timedelta(minutes=1),
+    fields: Callable[[int], dict[str, Any]] | None = None,
+) -> float:
+    """Write records 0..count-1 of ``stream``, ``step`` apart, the last one a ``step`` ago;
+    ``fields(seq)`` may replace any ``build_record`` argument (command, ci, plan, status...).
+    Returns the seconds it took."""
     started = time.perf_counter()
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     retain = now + dt.timedelta(days=RETENTION_DAYS)
@@ -41,7 +53,7 @@ def seed_stream(bucket: str, prefix: str, stream: str, count: int, *, artifacts:
     prev_record: dict[str, Any] | None = None
     base = f"{prefix}/" if prefix else ""
     for seq in range(count):
-        moment = now - dt.timedelta(minutes=count - seq)
+        moment = now - step * (count - seq)
         folder = f"{moment.strftime('%Y%m%dT%H%M%SZ')}-seed-1-{seq:08x}"
         entries: list[dict[str, Any]] = []
         if artifacts:
@@ -57,11 +69,7 @@ def seed_stream(bucket: str, prefix: str, stream: str, count: int, *, artifacts:
                         "size": stored.size,
                     }
                 )
-        unsigned = build_record(
-            stream=stream,
-            seq=seq,
-            prev=prev,
-            run_folder=folder,
+        chosen: dict[str, Any] = dict(
             command=["terraform", "plan", "-input=false"],
             cwd="/builds/acme/infra",
             tool={"name": "terraform", "binary": "terraform", "version": "1.11.4"},
@@ -76,6 +84,8 @@ def seed_stream(bucket: str, prefix: str, stream: str, count: int, *, artifacts:
             redactions={},
             retention={"mode": "COMPLIANCE", "retain_until": retain_text, "store_worm": True},
         )
+        chosen.update(fields(seq) if fields is not None else {})
+        unsigned = build_record(stream=stream, seq=seq, prev=prev, run_folder=folder, **chosen)
         data = sign_record(unsigned, prev_record, signer)
         seed_object(bucket, base + chain_key(stream, seq), data, retain_until=retain_text)
         prev = {"seq": seq, "sha256": sha256_hex(data)}

@@ -3,7 +3,8 @@
 A local S3 server (moto, on 127.0.0.1) with an Object-Lock COMPLIANCE bucket; the real
 terraform runs `plan` then `apply` on examples/demo through `tfaudit run`; the chain records
 are printed; deleting the stored log is shown to be refused; `tfaudit verify` passes, then
-fails on a scratch copy of the trail in which one record was tampered with.
+fails on a scratch copy of the trail in which one record was tampered with; `tfaudit log`
+lists the runs and `tfaudit report` writes the evidence pack, whose path it prints.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def main() -> int:
             print("ERROR: the delete was accepted: the bucket is not WORM")
             return 1
 
-        return verify_steps(env, work, store)
+        code = verify_steps(env, work, store)
+        return code if code != 0 else read_steps(env, work, store)
     finally:
         server.stop()
 
@@ -151,6 +153,20 @@ def verify_steps(env: dict[str, str], work: Path, store: str) -> int:
     bad = tfaudit(["verify", "--store", copy.uri, "--stream", STREAM], env, work)
     print(f"verify on the tampered copy exited {bad} (24 = a problem was found)")
     return 0 if bad == 24 else 1
+
+
+def read_steps(env: dict[str, str], work: Path, store: str) -> int:
+    """Reading the trail back: the runs, newest first, and the evidence pack for auditors."""
+    common = ["--store", store, "--stream", STREAM]
+    step("tfaudit log: who ran what, newest first")
+    if tfaudit(["log", *common], env, work) != 0:
+        return 1
+    step("tfaudit report: the evidence pack (one self-contained HTML file)")
+    report = REPO / ".demo" / "report.html"
+    if tfaudit(["report", *common, "--out", str(report)], env, work) != 0:
+        return 1
+    print(f"report written: {report} (open it in a browser; it prints cleanly to PDF)")
+    return 0
 
 
 if __name__ == "__main__":

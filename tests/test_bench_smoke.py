@@ -18,6 +18,7 @@ from bench import (
     bench_far_slot,
     bench_overhead,
     bench_pipeline,
+    bench_read,
     bench_redact,
     bench_stream,
     bench_verify,
@@ -89,3 +90,9 @@ def test_far_slot_smoke(tmp_path: Path) -> None:
 def test_second_pass_smoke(tmp_path: Path) -> None:
     (figure,) = _check(bench_redact.run(bench_redact.SMOKE, tmp_path), bench_redact.BENCH).values()
     assert "second pass" in figure.metric
+
+
+def test_read_smoke(tmp_path: Path) -> None:
+    figures = _check(bench_read.run(bench_read.SMOKE, tmp_path), bench_read.BENCH)
+    assert len(figures) == 4
+    assert all(fig.met is not None for fig in figures.values())  # each has its bracket

@@ -71,6 +71,20 @@ EXIT_CODES_TEXT = {
   22  writing a checkpoint failed
   23  reading a checkpoint back failed
   24  the stream does not verify: nothing was written (each problem is listed)""",
+    "log": """exit codes:
+  0   the runs were listed (records that could not be read are listed as such)
+  20  usage or configuration error""",
+    "show": """exit codes:
+  0   the record was shown and every one of its checks holds
+  20  usage or configuration error, or no such record
+  24  at least one of the record's checks failed (each is marked)""",
+    "history": """exit codes:
+  0   the runs that changed the address were listed
+  20  usage or configuration error""",
+    "report": """exit codes:
+  0   the report was written and the period verifies
+  20  usage or configuration error
+  24  the report was written, and the period does not verify (its verdict lists why)""",
 }
 
 DESCRIPTIONS = {
@@ -87,6 +101,16 @@ DESCRIPTIONS = {
     "witness-sync": "Backfill a stream's checkpoints in the witness (docs/witness.md): verify "
     "the whole stream first, refuse if anything fails, then checkpoint the records before "
     "the first and after the last checkpoint the witness holds.",
+    "log": "List a stream's runs, newest first: when, status, actor, commit, PR/MR, the "
+    "command, the plan's changes and the CI run (docs/reading.md).",
+    "show": "Show one record (a seq, or latest) for people, with its own checks: signature, "
+    "link to its predecessor, artifacts, locks and identity evidence; --log and --plan print "
+    "the stored output and plan.",
+    "history": "Every run that planned or applied a change to a resource address (globs such "
+    "as module.db.* work), newest first.",
+    "report": "Write an evidence pack for a period: one self-contained HTML file (or JSON, or "
+    "CSV) with the verification verdict, the applies and whether each applied the reviewed "
+    "plan, the resources changed most, and each run's detail.",
 }
 
 
@@ -205,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     from tfaudit_ci.commands.witness_sync import add_arguments
 
     add_arguments(sync)
+
+    from tfaudit_ci.commands.read_args import add_read_commands
+
+    add_read_commands(lambda name, summary: _subcommand(sub, name, summary))
     return parser
 
 
@@ -233,7 +261,8 @@ def _dispatch(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
     if ns.cmd is None:
         build_parser().print_usage(sys.stderr)
         raise ConfigError(
-            "no command given", fix="use one of: run, check, verify, recover, witness-sync"
+            "no command given",
+            fix="use one of: run, check, verify, recover, witness-sync, log, show, history, report",
         )
     cwd = Path.cwd()
     command = _run_command(ns) if ns.cmd == "run" else []
@@ -245,7 +274,11 @@ def _dispatch(ns: argparse.Namespace, env: Mapping[str, str]) -> int:
         "recover": lambda: _main_recover(config, env, ns),
         "witness-sync": lambda: _main_witness_sync(ns, config, env),
     }
-    return handlers[ns.cmd]()
+    if ns.cmd in handlers:
+        return handlers[ns.cmd]()
+    from tfaudit_ci.commands.read_args import run_read_command
+
+    return run_read_command(ns, config, env)
 
 
 def _main_run(

@@ -2,14 +2,17 @@
 time, signature, artifacts, retention, and the classification of extra versions of a slot.
 
 The writer (``tfaudit_ci.chain``) uses the same functions to decide whether the slot it is
-about to chain onto holds a valid record, so that "valid" means one thing everywhere.
+about to chain onto holds a valid record, so that "valid" means one thing everywhere;
+``content_problems`` runs a parsed record's checks in verify's order, for verify's walk and
+for ``tfaudit show``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +94,33 @@ def decode_fetched(seq: int, fetched: Fetched) -> tuple[dict[str, Any] | None, l
         return None, [error(Code.UNREADABLE, f"the record cannot be read: {why}", seq=seq)]
     size = fetched.size if fetched.size is not None else fetched.state.size
     return decode(seq, fetched.data, size)
+
+
+def internal(seq: int | None, what: str, exc: BaseException) -> Problem:
+    """An exception inside a check, as an error on ``seq`` (with its traceback for -v)."""
+    return error(
+        Code.INTERNAL,
+        f"{what} could not be checked: {type(exc).__name__}: {str(exc)[:200]} (the record "
+        "counts as invalid; re-run with -v for the traceback)",
+        seq=seq,
+        traceback=traceback.format_exc(),
+    )
+
+
+def guarded(seq: int, what: str, check: Callable[[], list[Problem]]) -> list[Problem]:
+    """``check()``; whatever it raises is an ``internal`` error on ``seq``, never a crash."""
+    try:
+        return check()
+    except Exception as exc:
+        return [internal(seq, what, exc)]
+
+
+def guarded_texts(what: str, check: Callable[[], list[str]]) -> list[str]:
+    """Like ``guarded`` for checks that return texts; an exception becomes one text."""
+    try:
+        return check()
+    except Exception as exc:
+        return [f"{what} could not be checked: {type(exc).__name__}: {str(exc)[:200]}"]
 
 
 def schema_problems(seq: int, record: Mapping[str, Any]) -> list[Problem]:
@@ -272,6 +302,38 @@ def signature_problems(
     return [error(Code.SIGNATURE, problem, seq=seq)] if problem else []
 
 
+def content_problems(
+    seq: int,
+    sha256: str,
+    record: Mapping[str, Any],
+    pred: Neighbour | None,
+    *,
+    stream: str,
+    copies: Mapping[str, int],
+    written: dt.datetime | None,
+    max_overlap: dt.timedelta,
+    verifier: Verifier | None,
+) -> list[Problem]:
+    """Every check of a parsed record's content, each guarded: schema, location, ``prev`` (and
+    ``burned``) against ``pred`` (the slot ``prev`` names; None for ``prev: null``), time, and
+    with a ``verifier`` the signature. ``written``: when the store wrote the record."""
+    problems = guarded(seq, "schema", lambda: schema_problems(seq, record))
+    problems += guarded(
+        seq, "location", lambda: location_problems(seq, sha256, record, stream, copies)
+    )
+    problems += guarded(seq, "prev", lambda: link_problems(seq, record, pred))
+    problems += guarded(
+        seq,
+        "time",
+        lambda: time_problems(seq, record, pred, written=written, max_overlap=max_overlap),
+    )
+    if verifier is not None:
+        problems += guarded(
+            seq, "signature", lambda: signature_problems(seq, record, pred, verifier)
+        )
+    return problems
+
+
 def lock_problems(
     state: ObjectState,
     *,
@@ -309,6 +371,28 @@ def lock_problems(
             "(--min-remaining-days)"
         )
     return problems
+
+
+def record_lock_problems(
+    state: ObjectState,
+    record: Mapping[str, Any] | None,
+    *,
+    policy: Policy,
+    min_remaining_days: int,
+    now: dt.datetime,
+) -> list[str]:
+    """``lock_problems`` of one version a record stored (the record itself or an artifact),
+    against the record's finish time and the retain-until it states."""
+    retention = record.get("retention") if record is not None else None
+    recorded = moment(retention.get("retain_until")) if isinstance(retention, Mapping) else None
+    return lock_problems(
+        state,
+        policy=policy,
+        finished_at=moment(record.get("finished_at")) if record is not None else None,
+        recorded_until=recorded,
+        min_remaining_days=min_remaining_days,
+        now=now,
+    )
 
 
 def safe_key(key: str) -> bool:

@@ -73,6 +73,8 @@ class Code(str, enum.Enum):
     WITNESS_MISMATCH = "witness-mismatch"
     WITNESS_SIGNATURE = "witness-signature"
     WITNESS_UNREADABLE = "witness-unreadable"
+    # policies (docs/reading.md, "Reviewed plan = applied plan")
+    UNREVIEWED_PLAN = "unreviewed-plan"
 
     def __str__(self) -> str:
         return self.value

@@ -246,7 +246,7 @@ class _Walk:
         try:
             record, problems = checks.decode_fetched(seq, fetched)
         except Exception as exc:
-            record, problems = None, [_internal(seq, "reading the record", exc)]
+            record, problems = None, [checks.internal(seq, "reading the record", exc)]
         exists = fetched.state is not None
         link = checks.neighbour(seq, fetched.sha256, record, exists=exists)
         info = _Info(seq, fetched, problems, link, record=record)
@@ -365,7 +365,7 @@ class _Walk:
         if info.target >= 0:
             self._load([info.target])
             pred = self._neighbour(info.target)
-        problems = _guard(seq, "time", lambda: self._time_check(seq, info, pred))
+        problems = checks.guarded(seq, "time", lambda: self._time_check(seq, info, pred))
         return not problems
 
     def _include_burned(self, low: int) -> int:
@@ -442,22 +442,17 @@ class _Walk:
             sha = info.fetched.sha256 or ""
             target = info.target
             pred = self._neighbour(target) if target is not None and target >= 0 else None
-            stream = self.options.stream
-            problems += _guard(seq, "schema", lambda: checks.schema_problems(seq, record))
-            problems += _guard(
+            problems += checks.content_problems(
                 seq,
-                "location",
-                lambda: checks.location_problems(seq, sha, record, stream, self.copies),
+                sha,
+                record,
+                pred,
+                stream=self.options.stream,
+                copies=self.copies,
+                written=self._written(seq),
+                max_overlap=self.options.max_overlap,
+                verifier=self.options.verifier,
             )
-            problems += _guard(seq, "prev", lambda: checks.link_problems(seq, record, pred))
-            problems += _guard(seq, "time", lambda: self._time_check(seq, info, pred))
-            verifier = self.options.verifier
-            if verifier is not None:
-                problems += _guard(
-                    seq,
-                    "signature",
-                    lambda: checks.signature_problems(seq, record, pred, verifier),
-                )
             # Only a record that holds up as a link may vouch for what it skipped and pin
             # what its run folder holds (a forged record must not make junk look pinned).
             info.trusted = not any(p.severity is ERROR for p in problems)
@@ -470,8 +465,8 @@ class _Walk:
         if info.fetched.state is not None and self.check_locks:
             problems += [
                 error(Code.RETENTION, f"record: {text}", seq=seq)
-                for text in _guard_texts(
-                    seq, "retention", lambda: self._lock_texts(info.fetched, record)
+                for text in checks.guarded_texts(
+                    "retention", lambda: self._lock_texts(info.fetched, record)
                 )
             ]
         return problems
@@ -485,15 +480,10 @@ class _Walk:
 
     def _lock_texts(self, fetched: Fetched, record: Mapping[str, Any] | None) -> list[str]:
         assert fetched.state is not None
-        retention = record.get("retention") if record is not None else None
-        recorded = (
-            checks.moment(retention.get("retain_until")) if isinstance(retention, Mapping) else None
-        )
-        return checks.lock_problems(
+        return checks.record_lock_problems(
             fetched.state,
+            record,
             policy=self.options.policy,
-            finished_at=checks.moment(record.get("finished_at")) if record is not None else None,
-            recorded_until=recorded,
             min_remaining_days=self.options.min_remaining_days,
             now=self.now,
         )
@@ -529,8 +519,7 @@ class _Walk:
         for (seq, entry), item in zip(jobs, fetched, strict=True):
             info = self.infos[seq]
             record = info.record
-            found = _guard_texts(
-                seq,
+            found = checks.guarded_texts(
                 "artifact",
                 functools.partial(self._artifact_texts, info, record, entry, item),
             )
@@ -576,8 +565,7 @@ class _Walk:
         if "unavailable" in summary:
             why = str(summary["unavailable"])[:300]
             return [warning(Code.IDENTITY, f"no identity evidence: {why}", seq=seq)]
-        texts = _guard_texts(
-            seq,
+        texts = checks.guarded_texts(
             "identity",
             lambda: identity_problems(record, evidence, self.options.trusted_jwks),
         )
@@ -648,31 +636,6 @@ class _Walk:
                 key=chain_key(self.options.stream, head),
             )
         ]
-
-
-def _internal(seq: int | None, what: str, exc: BaseException) -> Problem:
-    return error(
-        Code.INTERNAL,
-        f"{what} could not be checked: {type(exc).__name__}: {str(exc)[:200]} (the record "
-        "counts as invalid; re-run with -v for the traceback)",
-        seq=seq,
-        traceback=traceback.format_exc(),
-    )
-
-
-def _guard(seq: int, what: str, check: Callable[[], list[Problem]]) -> list[Problem]:
-    try:
-        return check()
-    except Exception as exc:
-        return [_internal(seq, what, exc)]
-
-
-def _guard_texts(seq: int, what: str, check: Callable[[], list[str]]) -> list[str]:
-    """Like ``_guard`` for checks that return texts; an exception becomes one text."""
-    try:
-        return check()
-    except Exception as exc:
-        return [f"{what} could not be checked: {type(exc).__name__}: {str(exc)[:200]}"]
 
 
 def _list_failed(exc: Exception, stream: str, uri: str) -> Problem:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tfaudit_ci import errors
-from tfaudit_ci.commands.verify import build_options
+from tfaudit_ci.commands.verify import parse_time, verify_command
 from tfaudit_ci.config import Config
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.record import iso, utc_now
@@ -22,21 +22,20 @@ from tfaudit_ci.trail.cache import RecordCache, cache_for
 from tfaudit_ci.trail.evidence import Evidence, RunDetail, embed_log, to_csv
 from tfaudit_ci.trail.planscope import bindings_for
 from tfaudit_ci.trail.query import applied_log_changes
-from tfaudit_ci.trail.reader import SlotRead, TrailReader, open_reader, store_call
+from tfaudit_ci.trail.reader import LOG_KEEP, SlotRead, TrailReader, open_reader, store_call
 from tfaudit_ci.verify.model import VerifyResult
 from tfaudit_ci.verify.reader import parallel_map
 
 DEFAULT_PERIOD = dt.timedelta(days=30)
 
 
-def _window(ns: argparse.Namespace) -> None:
-    """Fill in the default period: the 30 days before --until (default: now)."""
-    from tfaudit_ci.commands.verify import parse_time
-
+def _window(ns: argparse.Namespace) -> tuple[dt.datetime, dt.datetime]:
+    """The period, filled in on ``ns`` for verify: by default the 30 days before --until
+    (default: now)."""
     until = parse_time(ns.until, "--until") if ns.until else utc_now()
-    ns.until = iso(until)
-    if not ns.since:
-        ns.since = iso(until - DEFAULT_PERIOD)
+    since = parse_time(ns.since, "--since") if ns.since else until - DEFAULT_PERIOD
+    ns.since, ns.until = iso(since), iso(until)
+    return since, until
 
 
 def collect(
@@ -66,7 +65,7 @@ def collect(
         art = row.artifact("output.log")
         log, note = None, None
         if art is not None:
-            fetched = reader.fetch(art.key, art.version_id, keep=True)
+            fetched = reader.fetch(art.key, art.version_id, keep=LOG_KEEP)
             if fetched.data is None:
                 note = fetched.error or "too large to embed, or missing (see the checks)"
             elif fetched.sha256 != art.sha256:
@@ -97,26 +96,22 @@ def collect(
 
 
 def main_report(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
-    from tfaudit_ci.verify.walk import verify_stream
-
     fmt = ns.format or ("json" if ns.json else "html")
     if ns.json and fmt != "json":
         raise ConfigError("--json and --format disagree", fix="use one of them")
     if ns.plan_lookback is not None and ns.plan_lookback < 1:
         raise ConfigError("--plan-lookback must be at least 1")
-    _window(ns)
-    options = build_options(ns, config, env)
-    assert options.since is not None and options.until is not None
+    since, until = _window(ns)
     reader = open_reader(config, env, parallelism=ns.parallelism)
     result = store_call(
-        f"verifying stream {options.stream!r} in {reader.store.uri}",
-        lambda: verify_stream(reader.store, options),
+        f"verifying stream {reader.stream!r} in {reader.store.uri}",
+        lambda: verify_command(ns, config, env, reader.store),
     )
     evidence = collect(
         reader,
         result,
-        since=options.since,
-        until=options.until,
+        since=since,
+        until=until,
         config=config,
         plan_streams=list(ns.plan_stream),
         lookback=ns.plan_lookback,

@@ -11,18 +11,11 @@ from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
 from tfaudit_ci import errors
-from tfaudit_ci.commands.verify import load_jwks
+from tfaudit_ci.commands.verify import load_jwks, trusted_key
 from tfaudit_ci.config import Config
 from tfaudit_ci.errors import ConfigError
-from tfaudit_ci.signing import make_verifier
 from tfaudit_ci.trail.binding import PlanBinding, is_bound_apply
-from tfaudit_ci.trail.checks import (
-    CheckOptions,
-    CheckResult,
-    RecordChecker,
-    binding_check,
-    overall,
-)
+from tfaudit_ci.trail.checks import CheckResult, RecordChecker, binding_check, overall
 from tfaudit_ci.trail.model import RunRow, safe_record
 from tfaudit_ci.trail.planscope import bindings_for
 from tfaudit_ci.trail.reader import SlotRead, TrailReader, open_reader
@@ -39,8 +32,7 @@ from tfaudit_ci.trail.render import (
 )
 
 
-def target_seq(reader: TrailReader, target: str) -> int:
-    head = reader.head()
+def target_seq(reader: TrailReader, target: str, head: int) -> int:
     if head < 0:
         raise ConfigError(
             f"stream {reader.stream!r} at {reader.store.uri} has no records",
@@ -57,18 +49,28 @@ def target_seq(reader: TrailReader, target: str) -> int:
 
 
 def main_show(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
+    from tfaudit_ci.locking import verify_locks
+    from tfaudit_ci.verify.model import VerifyOptions
+
     reader = open_reader(config, env, parallelism=ns.parallelism)
-    slot = reader.slot(target_seq(reader, ns.target))
+    head = reader.head()
+    slot = reader.slot(target_seq(reader, ns.target, head))
     if ns.log:
         return print_log(reader, slot, ns.color, env)
     if ns.plan:
         return print_plan(slot.row, use_color(ns.color, sys.stdout, env))
-    options = CheckOptions(
+    # The same trust, policy and lock rules as verify.
+    rules = verify_locks(reader.store, config.policy, config.on_unlocked)
+    options = VerifyOptions(
+        stream=reader.stream,
         policy=config.policy,
-        verifier=make_verifier(key=ns.key, public_key=ns.public_key, kms_key=ns.kms_key, env=env),
+        verifier=trusted_key(ns, config, env),
         trusted_jwks=load_jwks(ns.jwks) if ns.jwks else None,
+        parallelism=ns.parallelism,
+        check_locks=rules.check,
+        lock_note=rules.note,
     )
-    results = RecordChecker(reader, options).run(slot)
+    results = RecordChecker(reader, options).run(slot.seq, head)
     binding = None
     if is_bound_apply(slot.row):
         binding = bindings_for(

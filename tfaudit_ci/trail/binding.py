@@ -15,11 +15,10 @@ from enum import Enum
 from typing import Any
 
 from tfaudit_ci.trail.model import RunRow
-from tfaudit_ci.verify.model import Problem, error
+from tfaudit_ci.verify.model import Code, Problem, error
 
 # Subcommands that apply changes and so must apply a reviewed plan.
 BOUND_SUBCOMMANDS = frozenset({"apply", "destroy"})
-PROBLEM_CODE = "unreviewed-plan"
 
 
 class Binding(str, Enum):
@@ -159,4 +158,4 @@ def bind_applies(
 
 def binding_problems(bindings: Iterable[PlanBinding]) -> list[Problem]:
     """Findings as verify problems, for ``verify --require-reviewed-plan`` (errors, exit 24)."""
-    return [error(PROBLEM_CODE, b.message, seq=b.apply_seq) for b in bindings if not b.ok]
+    return [error(Code.UNREVIEWED_PLAN, b.message, seq=b.apply_seq) for b in bindings if not b.ok]

@@ -11,8 +11,9 @@ from it is used only when all of these hold:
   live head's bytes are the cached ones.
 
 Then the live chain commits, link by link, to exactly the cached bytes: they are the records
-the chain holds. Anything else drops the cache and reads the chain. Only WORM stores are
-cached (their versions cannot change); a ``file://`` store is always read in full. The chain
+the chain holds. Anything else drops the cache and reads the chain. Only stores that show each
+object's lock are cached (their versions cannot change); a ``file://`` store is always read in
+full. The chain
 stays the only source of truth; ``tfaudit verify`` checks every slot.
 """
 
@@ -109,8 +110,9 @@ class RecordCache:
 def cache_for(
     store: Store, stream: str, env: Mapping[str, str], *, enabled: bool
 ) -> RecordCache | None:
-    """The cache for this store and stream, or None (disabled, not WORM, or no home)."""
+    """The cache for this store and stream, or None (disabled, no home, or a store that
+    cannot show each object's lock: a local directory's versions can change)."""
     root = cache_root(env)
-    if not enabled or root is None or getattr(store, "worm", True) is False:
+    if not enabled or root is None or not store.lock_readback:
         return None
     return RecordCache(root, store.uri, stream)

@@ -15,12 +15,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from tfaudit_ci.canonical import sha256_hex
+from tfaudit_ci.canonical import JsonRejected, parse_strict, sha256_hex
 from tfaudit_ci.ci.info import CiInfo
 from tfaudit_ci.record import iso
 from tfaudit_ci.result import PlanCounts
 from tfaudit_ci.tfargs import parse_invocation
-from tfaudit_ci.verify.checks import moment, parse_record
+from tfaudit_ci.verify.checks import moment
 
 
 class Action(str, Enum):
@@ -373,24 +373,29 @@ def _command_resources(row: RunRow) -> tuple[ResourceChange, ...]:
 
 
 def safe_record(data: bytes | None) -> dict[str, Any] | None:
-    """``data`` parsed as a JSON object; None for anything else, hostile input included
-    (nesting past the interpreter's recursion limit, numbers out of range), never an
-    exception."""
+    """``data`` parsed strictly (``canonical.parse_strict``, as verify parses records) as a
+    JSON object; None for anything else, hostile input included (too deep, duplicate keys,
+    invalid UTF-8, NaN), never an exception."""
     if data is None:
         return None
     try:
-        return parse_record(data)
-    except (RecursionError, ValueError, OverflowError, MemoryError):
+        value = parse_strict(data)
+    except (JsonRejected, MemoryError):
         return None
+    return value if isinstance(value, dict) else None
 
 
 def row_from_bytes(seq: int, data: bytes | None, error: str | None = None) -> RunRow:
     """The row for slot ``seq``; an unreadable or non-record slot becomes a row with ``error``."""
     if data is None:
         return RunRow(seq, None, error=error or "the slot could not be read")
-    record = safe_record(data)
-    if record is None:
-        return RunRow(seq, sha256_hex(data), error="the slot does not hold a record (JSON object)")
+    try:
+        record = parse_strict(data)
+    except (JsonRejected, MemoryError) as exc:
+        return RunRow(seq, sha256_hex(data), error=f"the slot holds no record: {exc}"[:300])
+    if not isinstance(record, dict):
+        kind = type(record).__name__
+        return RunRow(seq, sha256_hex(data), error=f"the slot holds a JSON {kind}, not a record")
     return row_from_record(seq, record, sha256_hex(data))
 
 

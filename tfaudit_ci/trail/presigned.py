@@ -4,19 +4,20 @@ it, skipping the SDK's per-request pipeline (events, parsing), which costs more 
 request itself when thousands of records are read.
 
 Anything but a plain 200 or 404 (throttling, a server error, a timeout) falls back to the
-regular reader, which has the SDK's retries: this path only ever makes reading cheaper.
+regular reader, which has the SDK's retries: this path only ever makes reading cheaper. Bodies
+are streamed and hashed as they come (``digest_chunks``): only ``keep`` bytes are ever held.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
-from tfaudit_ci.stores.base import ObjectState
+from tfaudit_ci.stores.base import ObjectState, VersionInfo
 from tfaudit_ci.verify.model import Fetched
-from tfaudit_ci.verify.reader import KEEP_LIMIT, Reader
+from tfaudit_ci.verify.reader import CHUNK, Reader, digest_chunks
 
 PRESIGN_SECONDS = 900
 
@@ -45,10 +46,13 @@ class PresignedReader:
             max_pool_connections=max(10, parallelism + 2),
         )
 
-    def list_versions(self, prefix: str) -> Any:
+    def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
         return self.fallback.list_versions(prefix)
 
-    def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched:
+    def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
+        return self.fallback.unsafe_entries(prefix)
+
+    def fetch(self, key: str, version_id: str, *, keep: int) -> Fetched:
         from botocore.awsrequest import AWSRequest
 
         full = f"{self.prefix}/{key}" if self.prefix else key
@@ -58,24 +62,32 @@ class PresignedReader:
                 Params={"Bucket": self.bucket, "Key": full, "VersionId": version_id},
                 ExpiresIn=PRESIGN_SECONDS,
             )
-            response = self.session.send(AWSRequest(method="GET", url=url).prepare())
+            request = AWSRequest(method="GET", url=url, stream_output=True)
+            response = self.session.send(request.prepare())
         except Exception:
             return self.fallback.fetch(key, version_id, keep=keep)
-        if response.status_code == 404:
-            return Fetched(key, version_id, None)
-        if response.status_code != 200:
+        body = response.raw
+        try:
+            if response.status_code != 200:
+                body.drain_conn()
+                if response.status_code == 404:
+                    return Fetched(key, version_id, None)
+                return self.fallback.fetch(key, version_id, keep=keep)
+            sha, size, data = digest_chunks(body.stream(CHUNK), keep)
+        except Exception:
+            body.close()
             return self.fallback.fetch(key, version_id, keep=keep)
-        data = response.content
+        finally:
+            body.release_conn()
         headers = response.headers
         state = ObjectState(
             key=key,
             version_id=version_id,
-            size=len(data),
+            size=size,
             lock_mode=headers.get("x-amz-object-lock-mode"),
             retain_until=_moment(headers.get("x-amz-object-lock-retain-until-date")),
         )
-        kept = data if keep and len(data) <= KEEP_LIMIT else None
-        return Fetched(key, version_id, state, hashlib.sha256(data).hexdigest(), len(data), kept)
+        return Fetched(key, version_id, state, sha, size, data)
 
 
 def _moment(text: str | None) -> dt.datetime | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from tfaudit_ci.trail.binding import PlanRef, plan_ref
 from tfaudit_ci.trail.model import Action, ResourceChange, RunRow
-from tfaudit_ci.trail.reader import SlotRead, TrailReader
+from tfaudit_ci.trail.reader import LOG_KEEP, SlotRead, TrailReader
 from tfaudit_ci.trail.render import strip_ansi
 from tfaudit_ci.verify.reader import parallel_map
 
@@ -187,7 +187,7 @@ def applied_log_changes(
         art = row.artifact("output.log")
         if art is None:
             return row.seq, ()
-        fetched = reader.fetch(art.key, art.version_id, keep=True)
+        fetched = reader.fetch(art.key, art.version_id, keep=LOG_KEEP)
         if fetched.data is None or fetched.sha256 != art.sha256:
             return row.seq, ()  # unreadable or altered: `show` and `verify` say which
         return row.seq, log_changes(strip_ansi(fetched.data.decode("utf-8", "replace")))

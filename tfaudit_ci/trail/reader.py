@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, TypeVar
 from tfaudit_ci.chain import Chain
 from tfaudit_ci.errors import PreflightError, TfauditError
 from tfaudit_ci.record import chain_prefix
+from tfaudit_ci.record_limits import MAX_RECORD_BYTES
 from tfaudit_ci.stores.base import Store, VersionInfo
 from tfaudit_ci.trail.cache import RecordCache, links_to
 from tfaudit_ci.trail.model import RunRow, row_from_bytes
 from tfaudit_ci.verify.layout import split_listing
 from tfaudit_ci.verify.model import Fetched
-from tfaudit_ci.verify.reader import KEEP_LIMIT, Reader, parallel_map, reader_for
+from tfaudit_ci.verify.reader import Reader, parallel_map, reader_for
 
 if TYPE_CHECKING:
     from tfaudit_ci.config import Config
@@ -35,6 +36,9 @@ BLOCK_DIGITS = 2
 BLOCK = 10**BLOCK_DIGITS
 # Past this many records newer than the cache, one listing beats reading slot by slot.
 MAX_UNCACHED = 2_000
+# Output logs are read whole (to embed, or to find what an apply changed) up to this size;
+# a larger one is only hashed.
+LOG_KEEP = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -75,13 +79,14 @@ class TrailReader:
     def _fetcher(self) -> Reader:
         """verify's reader (on S3 a second client), made only when a question needs it."""
         if self._reader is None:
-            self._reader = reader_for(self.store, self.parallelism)
+            reader = reader_for(self.store, self.parallelism)
             from tfaudit_ci.stores.s3 import S3Store
 
             if isinstance(self.store, S3Store):
                 from tfaudit_ci.trail.presigned import PresignedReader
 
-                self._reader = PresignedReader(self.store, self._reader, self.parallelism)
+                reader = PresignedReader(self.store, reader, self.parallelism)
+            self._reader = reader
         return self._reader
 
     def head(self) -> int:
@@ -103,6 +108,9 @@ class TrailReader:
             return SlotRead(seq, None, None, row_from_bytes(seq, None, message))
         if found is None:
             return SlotRead(seq, None, None, row_from_bytes(seq, None, "the slot is empty"))
+        if found.data is None:
+            row = row_from_bytes(seq, None, _too_large(found.size))
+            return SlotRead(seq, found.version_id, None, row)
         return SlotRead(seq, found.version_id, found.data, row_from_bytes(seq, found.data))
 
     def slots(self, seqs: list[int]) -> list[SlotRead]:
@@ -131,7 +139,7 @@ class TrailReader:
             winner = found[seq]
             if winner is None:
                 return SlotRead(seq, None, None, row_from_bytes(seq, None, "only delete markers"))
-            fetched = self._fetcher.fetch(winner.key, winner.version_id, keep=True)
+            fetched = self._fetcher.fetch(winner.key, winner.version_id, keep=MAX_RECORD_BYTES)
             return SlotRead(seq, winner.version_id, fetched.data, _row(seq, fetched))
 
         return parallel_map(read, seqs, self.parallelism)
@@ -194,8 +202,12 @@ class TrailReader:
         upper = head if last is None else min(last, head)
         return self.slots(list(range(first, upper + 1)))
 
-    def fetch(self, key: str, version_id: str, *, keep: bool) -> Fetched:
-        """One artifact version: its server state, digest and (``keep``) bytes."""
+    def list_versions(self, prefix: str) -> list[VersionInfo]:
+        """Every version and delete marker under ``prefix`` (each key's oldest first)."""
+        return list(self._fetcher.list_versions(prefix))
+
+    def fetch(self, key: str, version_id: str, *, keep: int) -> Fetched:
+        """One version: its server state, digest and its bytes when at most ``keep``."""
         return self._fetcher.fetch(key, version_id, keep=keep)
 
 
@@ -254,7 +266,11 @@ def _row(seq: int, fetched: Fetched) -> RunRow:
         return row_from_bytes(seq, None, f"cannot be read: {fetched.error}")
     if fetched.state is None:
         return row_from_bytes(seq, None, "vanished while reading")
-    return row_from_bytes(seq, None, f"larger than {KEEP_LIMIT} bytes: not read")
+    return row_from_bytes(seq, None, _too_large(fetched.size))
+
+
+def _too_large(size: int | None) -> str:
+    return f"{size or 0:,} bytes, over the {MAX_RECORD_BYTES:,}-byte cap for a record: not read"
 
 
 def open_reader(config: Config, env: Mapping[str, str], *, parallelism: int) -> TrailReader:

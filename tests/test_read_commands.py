@@ -350,6 +350,39 @@ def test_reviewed_plan_problems_for_verify(trail: Trail) -> None:
     assert "another stream" in next(p.message for p in other if p.seq == 7)
 
 
+def test_verify_require_reviewed_plan(trail: Trail) -> None:
+    """The policy turns every apply without a reviewed plan into an error (exit 24); without
+    it the same trail verifies."""
+    key = ["--key", f"hmac:env:{KEY_VAR}"]
+    code, out, err = trail.run("verify", *key, "--json")
+    assert code == 0 and _json(out)["ok"] is True, out + err
+    code, out, err = trail.run("verify", *key, "--json", "--require-reviewed-plan")
+    report = _json(out)
+    assert code == 24 and report["ok"] is False, err
+    found = {p["seq"]: p for p in report["problems"] if p["severity"] == "error"}
+    assert {seq: p["code"] for seq, p in found.items()} == {
+        5: "unreviewed-plan",
+        7: "unreviewed-plan",
+        8: "unreviewed-plan",
+    }
+    assert "without a recorded plan file" in found[5]["message"]
+    assert "no plan run recorded this plan file" in found[8]["message"]
+    assert any("3 apply(s) without a reviewed plan" in n for n in report["notes"])
+    code, out, _ = trail.run(
+        "verify", *key, "--require-reviewed-plan", "--plan-stream", OTHER_STREAM
+    )
+    assert code == 24
+    assert "seq 7: the plan file was recorded in another stream" in out
+    assert "[unreviewed-plan]" in out and "tfaudit verify FAILED" in out
+    # A stream whose applies (here: none) all applied reviewed plans holds.
+    code, out, err = trail.run("verify", *key, "--require-reviewed-plan", stream=OTHER_STREAM)
+    assert code == 0, out + err
+    assert "every apply applied a reviewed plan" in out
+    code, out, _ = trail.run("report", *key, "--format", "json", "--require-reviewed-plan")
+    verdict = _json(out)["verdict"]
+    assert code == 24 and {p["seq"] for p in verdict["problems"]} >= {5, 7, 8}
+
+
 def test_hostile_slots_are_rows_not_crashes(tmp_path: Path) -> None:
     """Junk, a record nested 200,000 deep and numbers out of range are listed and shown as
     findings; no command prints a traceback."""
@@ -374,6 +407,12 @@ def test_hostile_slots_are_rows_not_crashes(tmp_path: Path) -> None:
     assert code == 0 and "Traceback" not in err
     code, _, err = hostile.run("report", "--since", "2000-01-01", "--format", "csv")
     assert code in (20, 21, 24) and "Traceback" not in err
+    # The next run burns the junk slots; its record skips them and `show` says so.
+    code, _, err = hostile.run("run", "--on-unlocked", "warn", "--", "true")
+    assert code == 0, err
+    code, out, err = hostile.run("show", "5")
+    assert code == 0, out + err
+    assert "! prev       links to seq 1, skipping burned slot(s) 2, 3, 4" in out
 
 
 def test_presigned_reads_equal_sdk_reads(

@@ -56,14 +56,11 @@ def _cache_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _plan_search_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--plan-stream",
-        metavar="NAME",
-        action="append",
-        default=[],
-        help="also look for reviewed plans in this stream (repeatable)",
-    )
+def _plan_search_flags(parser: argparse.ArgumentParser, *, streams: bool = True) -> None:
+    if streams:
+        from tfaudit_ci.commands.verify_args import add_plan_stream_argument
+
+        add_plan_stream_argument(parser)
     parser.add_argument(
         "--plan-lookback",
         metavar="N",
@@ -111,12 +108,13 @@ def add_read_commands(subcommand: Callable[[str, str], argparse.ArgumentParser])
     report = subcommand("report", "an evidence pack for a period (HTML, JSON, CSV)")
     from tfaudit_ci.commands.verify_args import add_verify_arguments
 
-    add_verify_arguments(report)  # the same window, keys and checks as verify (--json too)
+    # The same window, keys, checks and policies as verify (--json and --plan-stream too).
+    add_verify_arguments(report)
     report.add_argument("--out", metavar="FILE", help="write here (default: stdout)")
     report.add_argument(
         "--format", choices=("html", "json", "csv"), help="default: html (json with --json)"
     )
-    _plan_search_flags(report)
+    _plan_search_flags(report, streams=False)
     _cache_flag(report)
 
 

@@ -1,4 +1,8 @@
-"""``tfaudit verify``: walk a stream's chain and report every problem (exit 24 on any)."""
+"""``tfaudit verify``: walk a stream's chain and report every problem (exit 24 on any).
+
+``verify_command`` is the whole verdict (the walk, the store's lock rules, the witness and the
+``--require-reviewed-plan`` policy); ``tfaudit report`` shows the same verdict for its period.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from tfaudit_ci.errors import ConfigError
 
 if TYPE_CHECKING:
     from tfaudit_ci.signing import Verifier
-    from tfaudit_ci.verify.model import VerifyOptions
+    from tfaudit_ci.stores.base import Store
+    from tfaudit_ci.verify.model import VerifyOptions, VerifyResult
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -69,7 +74,7 @@ def _stream(config: Config, env: Mapping[str, str]) -> str:
     return resolve_stream(config.stream, env, Path.cwd())
 
 
-def _verifier(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> Verifier | None:
+def trusted_key(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> Verifier | None:
     """The trusted key: --key, --public-key or --kms-key; else the verifier of the configured
     signing key (``--signing-key``, the same setting `run` signs with)."""
     from tfaudit_ci.signing import make_signer, make_verifier
@@ -108,23 +113,26 @@ def build_options(ns: argparse.Namespace, config: Config, env: Mapping[str, str]
         min_remaining_days=ns.min_remaining_days,
         max_age=parse_duration(ns.max_age) if ns.max_age else None,
         max_overlap=parse_duration(ns.max_overlap, "--max-overlap"),
-        verifier=_verifier(ns, config, env),
+        verifier=trusted_key(ns, config, env),
         trusted_jwks=load_jwks(ns.jwks) if ns.jwks else None,
         parallelism=ns.parallelism,
     )
 
 
-def main_verify(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
-    """Always a complete report (and with --json one document), whatever the stream holds."""
+def verify_command(
+    ns: argparse.Namespace, config: Config, env: Mapping[str, str], store: Store | None = None
+) -> VerifyResult:
+    """The verdict of ``tfaudit verify`` (and of ``report`` for its period): never raises for
+    anything the store holds."""
     from tfaudit_ci.locking import verify_locks
     from tfaudit_ci.stores import open_store
     from tfaudit_ci.verify.model import Code, warning
-    from tfaudit_ci.verify.report import summary_line, text_lines, to_json
     from tfaudit_ci.verify.walk import verify_stream
     from tfaudit_ci.witness import verify_witness
 
     options = build_options(ns, config, env)
-    store = open_store(config.require_store(), config.store_options())
+    if store is None:
+        store = open_store(config.require_store(), config.store_options())
     rules = verify_locks(store, config.policy, config.on_unlocked)
     options.check_locks, options.lock_note = rules.check, rules.note
     # The witness's checkpoints and --head-from are read before the chain (docs/witness.md).
@@ -134,6 +142,51 @@ def main_verify(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) 
     result = verify_stream(store, options, witness)
     if rules.unlocked is not None:
         result.problems.insert(0, warning(Code.UNLOCKED_STORE, rules.unlocked))
+    if ns.require_reviewed_plan:
+        _reviewed_plans(result, store, ns)
+    return result
+
+
+def _reviewed_plans(result: VerifyResult, store: Store, ns: argparse.Namespace) -> None:
+    """``--require-reviewed-plan``: each apply of the window that did not apply a reviewed
+    plan is an ``unreviewed-plan`` error (docs/reading.md, "Reviewed plan = applied plan")."""
+    import traceback
+
+    from tfaudit_ci.trail.planscope import reviewed_plan_problems
+    from tfaudit_ci.verify.model import Code, error
+
+    try:
+        found = reviewed_plan_problems(
+            store,
+            result.stream,
+            result.first_seq,
+            result.last_seq,
+            parallelism=ns.parallelism,
+            other_streams=ns.plan_stream,
+        )
+    except Exception as exc:  # e.g. a --plan-stream that cannot be read: still a report
+        why = exc.diagnostics() if isinstance(exc, errors.TfauditError) else repr(exc)
+        found = [
+            error(
+                Code.INTERNAL,
+                f"--require-reviewed-plan could not be checked: {why[:300]}",
+                traceback=traceback.format_exc(),
+            )
+        ]
+    result.problems.extend(found)
+    unreviewed = sum(1 for p in found if p.code is Code.UNREVIEWED_PLAN)
+    result.notes.append(
+        f"--require-reviewed-plan: {unreviewed} apply(s) without a reviewed plan"
+        if unreviewed
+        else "--require-reviewed-plan: every apply applied a reviewed plan"
+    )
+
+
+def main_verify(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
+    """Always a complete report (and with --json one document), whatever the stream holds."""
+    from tfaudit_ci.verify.report import summary_line, text_lines, to_json
+
+    result = verify_command(ns, config, env)
     verbose = bool(getattr(ns, "verbose", False))
     if ns.json:
         from tfaudit_ci.console import print_json

@@ -41,6 +41,14 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         "--parallelism", metavar="N", type=int, default=16, help="concurrent reads (default 16)"
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # Issue 16 (docs/reading.md, "Reviewed plan = applied plan").
+    parser.add_argument(
+        "--require-reviewed-plan",
+        action="store_true",
+        help="applies that did not apply a plan recorded earlier by a successful plan run of "
+        "the stream are errors (unreviewed-plan)",
+    )
+    add_plan_stream_argument(parser)
     # Issue 14 (docs/witness.md); --witness itself is a config key, like --store.
     parser.add_argument(
         "--require-witness",
@@ -52,4 +60,14 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         action="append",
         help="(seq, sha256) heads seen elsewhere, e.g. grepped from CI job logs (repeatable)",
+    )
+
+
+def add_plan_stream_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plan-stream",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="also look for reviewed plans in this stream (repeatable)",
     )

@@ -2,7 +2,8 @@
 self-contained HTML file (default), JSON (``--format json``) or a CSV of runs.
 
 Exit 0 when the period verifies, 24 when it does not (the report is written either way: it
-says what failed).
+says what failed). The records and logs it shows are the bytes verify's walk read and checked
+(``VerifyOptions.on_record``), not a second read.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from tfaudit_ci.commands.verify import parse_time, verify_command
 from tfaudit_ci.config import Config
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.record import iso, utc_now
-from tfaudit_ci.trail.cache import RecordCache, cache_for
 from tfaudit_ci.trail.evidence import Evidence, RunDetail, embed_log, to_csv
+from tfaudit_ci.trail.model import ArtifactRef, RunRow, row_from_bytes
 from tfaudit_ci.trail.planscope import bindings_for
 from tfaudit_ci.trail.query import applied_log_changes
 from tfaudit_ci.trail.reader import LOG_KEEP, SlotRead, TrailReader, open_reader, store_call
-from tfaudit_ci.verify.model import VerifyResult
+from tfaudit_ci.verify.model import CheckedRecord, Fetched, VerifyResult
 from tfaudit_ci.verify.reader import parallel_map
 
 DEFAULT_PERIOD = dt.timedelta(days=30)
@@ -47,25 +48,39 @@ def collect(
     config: Config,
     plan_streams: list[str],
     lookback: int | None,
-    cache: RecordCache | None = None,
+    checked: Mapping[int, CheckedRecord] | None = None,
 ) -> Evidence:
-    """Read the runs the verdict covers, bind applies to plans, embed logs."""
+    """The runs the verdict covers, applies bound to plans, logs embedded.
+
+    ``checked``: what verify's walk read (records, and logs kept for the report); only slots
+    and logs it did not read are read here.
+    """
+    seen = checked or {}
     slots: list[SlotRead] = []
     if result.first_seq is not None and result.last_seq is not None:
-        slots = reader.all_slots(result.first_seq, result.last_seq, cache=cache)
+        slots = _slots(reader, range(result.first_seq, result.last_seq + 1), seen)
     rows = [slot.row for slot in slots]
     bindings = {
         b.apply_seq: b
         for b in bindings_for(reader, rows, other_streams=plan_streams, lookback=lookback)
     }
-    from_logs = applied_log_changes(reader, rows)
+
+    def read_log(row: RunRow, art: ArtifactRef) -> Fetched:
+        done = seen.get(row.seq)
+        wanted = (art.key, art.version_id)
+        for fetched in done.artifacts if done is not None else ():
+            if fetched is not None and (fetched.key, fetched.version_id) == wanted:
+                return fetched
+        return reader.fetch(art.key, art.version_id, keep=LOG_KEEP)
+
+    from_logs = applied_log_changes(reader, rows, read_log)
 
     def detail(slot: SlotRead) -> RunDetail:
         row = slot.row
         art = row.artifact("output.log")
         log, note = None, None
         if art is not None:
-            fetched = reader.fetch(art.key, art.version_id, keep=LOG_KEEP)
+            fetched = read_log(row, art)
             if fetched.data is None:
                 note = fetched.error or "too large to embed, or missing (see the checks)"
             elif fetched.sha256 != art.sha256:
@@ -95,6 +110,22 @@ def collect(
     )
 
 
+def _slots(
+    reader: TrailReader, seqs: range, checked: Mapping[int, CheckedRecord]
+) -> list[SlotRead]:
+    """The slots ``seqs``: as verify read them, the others (gaps, deleted or unread slots)
+    read now."""
+    found: dict[int, SlotRead] = {}
+    for seq in seqs:
+        done = checked.get(seq)
+        if done is not None and done.record.data is not None:
+            data = done.record.data
+            found[seq] = SlotRead(seq, done.record.version_id, data, row_from_bytes(seq, data))
+    missing = [seq for seq in seqs if seq not in found]
+    found.update((slot.seq, slot) for slot in reader.slots(missing))
+    return [found[seq] for seq in seqs]
+
+
 def main_report(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:
     fmt = ns.format or ("json" if ns.json else "html")
     if ns.json and fmt != "json":
@@ -103,9 +134,16 @@ def main_report(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) 
         raise ConfigError("--plan-lookback must be at least 1")
     since, until = _window(ns)
     reader = open_reader(config, env, parallelism=ns.parallelism)
+    checked: dict[int, CheckedRecord] = {}
+
+    def keep(record: CheckedRecord) -> None:
+        checked[record.seq] = record
+
     result = store_call(
         f"verifying stream {reader.stream!r} in {reader.store.uri}",
-        lambda: verify_command(ns, config, env, reader.store),
+        lambda: verify_command(
+            ns, config, env, reader.store, on_record=keep, keep_artifacts={"output.log": LOG_KEEP}
+        ),
     )
     evidence = collect(
         reader,
@@ -115,7 +153,7 @@ def main_report(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) 
         config=config,
         plan_streams=list(ns.plan_stream),
         lookback=ns.plan_lookback,
-        cache=cache_for(reader.store, reader.stream, env, enabled=ns.cache),
+        checked=checked,
     )
     if fmt == "html":
         from tfaudit_ci.trail.html import render

@@ -115,7 +115,6 @@ def add_read_commands(subcommand: Callable[[str, str], argparse.ArgumentParser])
         "--format", choices=("html", "json", "csv"), help="default: html (json with --json)"
     )
     _plan_search_flags(report, streams=False)
-    _cache_flag(report)
 
 
 def run_read_command(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) -> int:

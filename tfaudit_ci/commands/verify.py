@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from tfaudit_ci.errors import ConfigError
 if TYPE_CHECKING:
     from tfaudit_ci.signing import Verifier
     from tfaudit_ci.stores.base import Store
-    from tfaudit_ci.verify.model import VerifyOptions, VerifyResult
+    from tfaudit_ci.verify.model import CheckedRecord, VerifyOptions, VerifyResult
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -120,10 +120,17 @@ def build_options(ns: argparse.Namespace, config: Config, env: Mapping[str, str]
 
 
 def verify_command(
-    ns: argparse.Namespace, config: Config, env: Mapping[str, str], store: Store | None = None
+    ns: argparse.Namespace,
+    config: Config,
+    env: Mapping[str, str],
+    store: Store | None = None,
+    *,
+    on_record: Callable[[CheckedRecord], None] | None = None,
+    keep_artifacts: Mapping[str, int] | None = None,
 ) -> VerifyResult:
-    """The verdict of ``tfaudit verify`` (and of ``report`` for its period): never raises for
-    anything the store holds."""
+    """The verdict of ``tfaudit verify`` (and of ``report`` for its period, which passes
+    ``on_record``/``keep_artifacts``: see ``VerifyOptions``); never raises for anything the
+    store holds."""
     from tfaudit_ci.locking import verify_locks
     from tfaudit_ci.stores import open_store
     from tfaudit_ci.verify.model import Code, warning
@@ -131,6 +138,7 @@ def verify_command(
     from tfaudit_ci.witness import verify_witness
 
     options = build_options(ns, config, env)
+    options.on_record, options.keep_artifacts = on_record, dict(keep_artifacts or {})
     if store is None:
         store = open_store(config.require_store(), config.store_options())
     rules = verify_locks(store, config.policy, config.on_unlocked)

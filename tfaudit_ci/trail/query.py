@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tfaudit_ci.trail.binding import PlanRef, plan_ref
-from tfaudit_ci.trail.model import Action, ResourceChange, RunRow
+from tfaudit_ci.trail.model import Action, ArtifactRef, ResourceChange, RunRow
 from tfaudit_ci.trail.reader import LOG_KEEP, SlotRead, TrailReader
 from tfaudit_ci.trail.render import strip_ansi
+from tfaudit_ci.verify.model import Fetched
 from tfaudit_ci.verify.reader import parallel_map
 
 
@@ -177,17 +178,24 @@ def history(
     return found
 
 
+LogReader = Callable[[RunRow, ArtifactRef], Fetched]
+
+
 def applied_log_changes(
-    reader: TrailReader, rows: list[RunRow]
+    reader: TrailReader, rows: list[RunRow], read_log: LogReader | None = None
 ) -> dict[int, tuple[ResourceChange, ...]]:
-    """For applies that recorded no plan (``apply -auto-approve``): what their log says."""
+    """For applies that recorded no plan (``apply -auto-approve``): what their log says.
+    ``read_log`` gives a run's log (default: read it from the store)."""
     blind = [r for r in rows if r.readable and r.applies and not r.resources]
 
     def read(row: RunRow) -> tuple[int, tuple[ResourceChange, ...]]:
         art = row.artifact("output.log")
         if art is None:
             return row.seq, ()
-        fetched = reader.fetch(art.key, art.version_id, keep=LOG_KEEP)
+        if read_log is not None:
+            fetched = read_log(row, art)
+        else:
+            fetched = reader.fetch(art.key, art.version_id, keep=LOG_KEEP)
         if fetched.data is None or fetched.sha256 != art.sha256:
             return row.seq, ()  # unreadable or altered: `show` and `verify` say which
         return row.seq, log_changes(strip_ansi(fetched.data.decode("utf-8", "replace")))

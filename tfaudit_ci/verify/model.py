@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +141,16 @@ class Fetched:
         )
 
 
+@dataclass(frozen=True)
+class CheckedRecord:
+    """What the walk read of one slot of the window, handed to ``VerifyOptions.on_record``
+    (``tfaudit report`` shows the records verify checked without reading them again)."""
+
+    seq: int
+    record: Fetched  # the slot's winning version, with its bytes when within the cap
+    artifacts: tuple[Fetched | None, ...]  # in the record's order; None: not read
+
+
 @dataclass
 class VerifyOptions:
     stream: str
@@ -161,6 +171,11 @@ class VerifyOptions:
     # None: whenever the store can show it.
     check_locks: bool | None = None
     lock_note: str | None = None
+    # Called with each slot of the window once it is checked, and the bytes to keep of each
+    # artifact for it, by name (identity evidence is always kept): for callers that show
+    # what was verified (``tfaudit report``). Memory is then theirs to bound.
+    on_record: Callable[[CheckedRecord], None] | None = None
+    keep_artifacts: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from tfaudit_ci.stores.base import Store, VersionInfo
 from tfaudit_ci.verify import checks, layout
 from tfaudit_ci.verify.model import (
     ERROR,
+    CheckedRecord,
     Code,
     Fetched,
     Problem,
@@ -396,7 +397,13 @@ class _Walk:
             if info is None:
                 continue
             self.record_problems[seq] = self._check(seq, info)
-        self._artifacts(seqs)
+        artifacts = self._artifacts(seqs)
+        if self.options.on_record is not None:
+            for seq in seqs:
+                info = self.infos.get(seq)
+                if info is not None:
+                    read = tuple(artifacts.get(seq, ()))
+                    self.options.on_record(CheckedRecord(seq, info.fetched, read))
         for seq in [*seqs, *preds]:
             info = self.infos.get(seq)
             if info is not None:
@@ -489,7 +496,8 @@ class _Walk:
         )
 
     # -- artifacts -----------------------------------------------------------------------------
-    def _artifacts(self, seqs: list[int]) -> None:
+    def _artifacts(self, seqs: list[int]) -> dict[int, list[Fetched | None]]:
+        """Check the artifacts of these records; returns each record's reads, in order."""
         stream = self.options.stream
         jobs: list[tuple[int, Any]] = []
         for seq in seqs:
@@ -511,12 +519,17 @@ class _Walk:
             key = str(entry["key"])
             if not checks.safe_key(key) or not key.startswith(f"{stream}/runs/{folder}/"):
                 return None  # never read what lies outside the record's own run folder
-            keep = EVIDENCE_LIMIT if entry.get("name") == IDENTITY_ARTIFACT else 0
+            name = entry.get("name")
+            keep = self.options.keep_artifacts.get(name, 0) if isinstance(name, str) else 0
+            if name == IDENTITY_ARTIFACT:
+                keep = max(keep, EVIDENCE_LIMIT)
             return self.reader.fetch(key, str(entry.get("version_id")), keep=keep)
 
         fetched = parallel_map(read, jobs, self.options.parallelism)
         evidence: dict[int, bytes | None] = {}
+        reads: dict[int, list[Fetched | None]] = {}
         for (seq, entry), item in zip(jobs, fetched, strict=True):
+            reads.setdefault(seq, []).append(item)
             info = self.infos[seq]
             record = info.record
             found = checks.guarded_texts(
@@ -545,6 +558,7 @@ class _Walk:
             self.record_problems.setdefault(seq, []).extend(
                 self._identity(seq, info.record, evidence.get(seq))
             )
+        return reads
 
     def _artifact_texts(
         self, info: _Info, record: Mapping[str, Any] | None, entry: Any, item: Fetched | None

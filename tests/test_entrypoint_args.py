@@ -182,7 +182,8 @@ def test_bad_switch_value_names_the_input() -> None:
 def test_action_metadata_and_mapping_agree() -> None:
     """Every action input reaches the CLI (or the entrypoint itself), none is forgotten."""
     inputs = yaml.safe_load((REPO / "action.yml").read_text())["inputs"]
-    handled_by_entrypoint = {"command", "working-directory", "terraform-bin"}
+    handled_by_entrypoint = {"command", "working-directory", "terraform-bin", "tool"}
+    handled_by_entrypoint |= {"terraform-version"}
     for name in set(inputs) - handled_by_entrypoint:
         value = "true" if name == "upload-plan-file" else "some-value"
         argv = build_invocation(github_env(command="plan", **{name: value})).argv

@@ -17,9 +17,9 @@ What gets installed: the action's own source tree, or, on a release ref, the rel
 workflow). Extras: the ``extras`` input, else only what the store needs (``gs://`` -> gcs,
 ``azblob://`` -> azure; S3 and file stores need none).
 
-Standard library only: this runs before anything is installed. Mirrors and offline tests use
-uv's own settings (``UV_INDEX_URL``, ``UV_FIND_LINKS``, ``UV_NO_INDEX``) and
-``TFAUDIT_UV_WHEEL_BASE`` (a folder URL holding the same uv wheel; its hash is still checked).
+Standard library only: this runs before anything is installed. A mirror of PyPI is uv's own
+setting (``UV_DEFAULT_INDEX``); an offline runner sets ``TFAUDIT_WHEELHOUSE`` to a folder (or
+its URL) of wheels, uv's among them (its hash is still checked), and nothing else is fetched.
 """
 
 from __future__ import annotations
@@ -189,7 +189,9 @@ def fetch_uv(target_dir: Path, env: Mapping[str, str]) -> Path:
         return binary
     path, sha256 = uv_wheel()
     name = path.rsplit("/", 1)[1]
-    base = env.get("TFAUDIT_UV_WHEEL_BASE")
+    base = env.get("TFAUDIT_WHEELHOUSE", "")
+    if base and "://" not in base:
+        base = Path(base).resolve().as_uri()  # a local folder
     url = f"{base.rstrip('/')}/{name}" if base else f"{_PYPI_FILES}/{path}"
     with tempfile.TemporaryDirectory(prefix="tfaudit-uv-") as tmp:
         wheel = Path(tmp, name)
@@ -232,9 +234,11 @@ def install(env: Mapping[str, str]) -> int:
     run([str(uv), "venv", "--quiet", "--python", sys.executable, str(plan.venv)], uv_env)
     python = plan.venv / "bin" / "python"
     constraints = SOURCE_DIR / "constraints.txt"
+    wheelhouse = env.get("TFAUDIT_WHEELHOUSE")
+    offline = ["--no-index", "--find-links", wheelhouse] if wheelhouse else []
     run(
         [
-            str(uv), "pip", "install", "--quiet", "--python", str(python),
+            str(uv), "pip", "install", "--quiet", "--python", str(python), *offline,
             "--constraint", str(constraints), plan.spec(),
         ],
         uv_env,

@@ -119,7 +119,11 @@ def run_act(
         timeout=ACT_TIMEOUT_SECONDS,
         check=False,
     )
-    return ActRun(done.returncode, done.stdout + done.stderr)
+    run = ActRun(done.returncode, done.stdout + done.stderr)
+    # Kept beside the repository for whoever debugs a failure (pytest shows only the tail).
+    number = len(list(repo.parent.glob("act-*.log"))) + 1
+    (repo.parent / f"act-{number}.log").write_text(run.log, encoding="utf-8")
+    return run
 
 
 def host_tfaudit() -> list[str]:

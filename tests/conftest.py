@@ -20,8 +20,11 @@ from tests.docker_image import (
     ActionImage,
     DockerUnavailable,
     build_action_image,
+    build_dist,
     docker_required,
     engine_problem,
+    shared_wheelhouse,
+    wheelhouse_extras,
 )
 from tests.emulators import (
     AzuriteEmulator,
@@ -244,13 +247,31 @@ def docker_engine(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture(scope="session")
+def built_dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(wheel, sdist) of this project from ``python -m build``, once per session."""
+    return build_dist(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(built_dist: tuple[Path, Path]) -> Path:
+    """Wheels of every dependency (and uv, setuptools) for offline installs."""
+    return shared_wheelhouse(built_dist[0], wheelhouse_extras())
+
+
+@pytest.fixture(scope="session")
 def action_image(
     request: pytest.FixtureRequest, docker_engine: None, tmp_path_factory: pytest.TempPathFactory
 ) -> ActionImage:
     """The action image, built offline once per session (tests/docker_image.py)."""
     work = tmp_path_factory.mktemp("action-image")
+
+    def packages() -> tuple[Path, Path]:
+        wheel: Path = request.getfixturevalue("built_dist")[0]
+        house: Path = request.getfixturevalue("wheelhouse")
+        return wheel, house
+
     try:
-        return build_action_image(work, log=work / "build.log")
+        return build_action_image(work, packages=packages, log=work / "build.log")
     except DockerUnavailable as exc:
         _docker_unavailable(request, str(exc))
         raise

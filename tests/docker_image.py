@@ -26,12 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,20 @@ def fill_wheelhouse(target: Path, requirements: Sequence[str]) -> Path:
     return target
 
 
+def pinned_uv_version() -> str:
+    """The uv version host/setup_env.py pins (that file is not part of a package)."""
+    text = (REPO_ROOT / "host" / "setup_env.py").read_text(encoding="utf-8")
+    match = re.search(r'^UV_VERSION = "([^"]+)"$', text, re.M)
+    assert match, "host/setup_env.py no longer pins UV_VERSION"
+    return match.group(1)
+
+
+def wheelhouse_extras() -> list[str]:
+    """Beyond tfaudit-ci's dependencies: what the host action needs offline (uv, and the
+    build backend for installing from a source tree)."""
+    return [f"uv=={pinned_uv_version()}", "setuptools>=77", "wheel"]
+
+
 def tools_dir() -> Path:
     return Path(os.environ.get("TFAUDIT_TOOLS_DIR") or REPO_ROOT / ".tools")
 
@@ -282,7 +297,21 @@ def _existing(tag: str, digest: str) -> dict[str, str] | None:
     return labels if labels.get(CONTEXT_DIGEST_LABEL) == digest else None
 
 
-def build_action_image(work: Path, *, log: Path | None = None) -> ActionImage:
+# Gives (the project's wheel, a wheelhouse of its dependencies) when called.
+PackageSource = Callable[[], tuple[Path, Path]]
+
+
+def default_package_source(work: Path) -> PackageSource:
+    def provide() -> tuple[Path, Path]:
+        wheel, _ = build_dist(work / "dist")
+        return wheel, shared_wheelhouse(wheel, wheelhouse_extras())
+
+    return provide
+
+
+def build_action_image(
+    work: Path, *, packages: PackageSource | None = None, log: Path | None = None
+) -> ActionImage:
     """Build the image offline (or reuse one built from the same inputs)."""
     problem = engine_problem()
     if problem:
@@ -295,10 +324,10 @@ def build_action_image(work: Path, *, log: Path | None = None) -> ActionImage:
 
     context = work / "context"
     copy_context(context)
-    wheel, sdist = build_dist(context / "dist")
-    sdist.unlink()  # the image installs the wheel, as a release's image does
+    wheel, wheelhouse = (packages or default_package_source(work))()
+    (context / "dist").mkdir()
+    shutil.copy2(wheel, context / "dist" / wheel.name)  # as a release's image gets it
     served = work / "served"
-    wheelhouse = shared_wheelhouse(wheel)
     shutil.copytree(wheelhouse, served / "wheels")
     versions, public_key = standin_releases(served / "releases", work / "gnupg")
     with http_folder(served) as url:

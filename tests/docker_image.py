@@ -130,7 +130,7 @@ def build_dist(out_dir: Path) -> tuple[Path, Path]:
     env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
     with tempfile.TemporaryDirectory(prefix="tfaudit-build-") as tmp:
         source = Path(tmp, "src")
-        copy_context(source)  # never writes build/ or *.egg-info into the checkout
+        copy_checkout(source)  # never writes build/ or *.egg-info into the checkout
         done = subprocess.run(
             [sys.executable, "-m", "build", "--outdir", str(out_dir), str(source)],
             capture_output=True,
@@ -251,6 +251,17 @@ def http_folder(root: Path) -> Iterator[str]:
 
 
 # -- the build -------------------------------------------------------------------------------
+
+
+# What a clean checkout does not have (the .gitignore'd folders, and git's own).
+_NOT_IN_CHECKOUT = (".git", ".venv", ".tools", "dist", "build", "*.egg-info", "__pycache__",
+                    ".mypy_cache", ".ruff_cache", ".pytest_cache", ".hypothesis", ".demo",
+                    ".tfaudit", "results")  # fmt: skip
+
+
+def copy_checkout(target: Path) -> None:
+    """The project as a fresh clone has it (what the release workflow builds from)."""
+    shutil.copytree(REPO_ROOT, target, ignore=shutil.ignore_patterns(*_NOT_IN_CHECKOUT))
 
 
 def copy_context(target: Path) -> None:

@@ -3,18 +3,22 @@
 # base image, when no image registry can be reached: a Debian bookworm root file system from
 # mmdebstrap (Debian's own mirror), imported into Docker under that name.
 #
-# It carries Debian's Python 3.11 (bookworm has no 3.12), pip, venv and bash; the host's extra
-# CA certificates, if any, so TLS through an intercepting proxy works inside containers.
-# Nothing is done when an image of that name exists. FORCE=1 rebuilds it.
+# It carries Debian's Python 3.11 (bookworm has no 3.12), pip, venv, bash and rsync (which
+# gitlab-ci-local's helper containers run); the host's extra CA certificates, if any, so TLS
+# through an intercepting proxy works inside containers. Nothing is done when an image of that
+# name and of this recipe's RECIPE version exists. FORCE=1 rebuilds it.
 set -euo pipefail
 
 IMAGE="${IMAGE:-python:3.12-slim-bookworm}"
 SUITE="${SUITE:-bookworm}"
 MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 SECURITY_MIRROR="${SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
+RECIPE=2 # bump when the image's contents change
+LABEL=org.tfaudit-ci.standin-base
 
-if [ "${FORCE:-0}" != 1 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "standin-base: $IMAGE is present" >&2
+present="$(docker image inspect --format "{{ index .Config.Labels \"$LABEL\" }}" "$IMAGE" 2>/dev/null || true)"
+if [ "${FORCE:-0}" != 1 ] && [ "$present" = "$RECIPE" ]; then
+  echo "standin-base: $IMAGE (recipe $RECIPE) is present" >&2
   exit 0
 fi
 command -v mmdebstrap >/dev/null 2>&1 || { echo "standin-base: mmdebstrap is missing" >&2; exit 1; }
@@ -23,7 +27,7 @@ log="$(mktemp)"
 echo "standin-base: building $IMAGE with mmdebstrap (about a minute; log: $log)" >&2
 # shellcheck disable=SC2016 # $1 is mmdebstrap's root directory, expanded by the hook's shell
 mmdebstrap --variant=minbase \
-  --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates \
+  --include=python3,python3-pip,python3-venv,python-is-python3,ca-certificates,rsync \
   --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
   --customize-hook='for f in /usr/local/share/ca-certificates/*.crt; do if [ -e "$f" ]; then cp "$f" "$1/usr/local/share/ca-certificates/"; fi; done' \
   --customize-hook='chroot "$1" update-ca-certificates' \
@@ -36,6 +40,7 @@ mmdebstrap --variant=minbase \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["python3"]' \
+    --change "LABEL $LABEL=$RECIPE" \
     - "$IMAGE" >/dev/null
 docker run --rm "$IMAGE" python3 --version >&2
 echo "standin-base: $IMAGE built" >&2

@@ -106,7 +106,8 @@ def source_digest(root: Path) -> str:
     """A digest of everything the installed venv is built from."""
     digest = hashlib.sha256()
     files = [root / "pyproject.toml", root / "constraints.txt", Path(__file__)]
-    files += sorted((root / "tfaudit_ci").rglob("*.py")) + sorted((root / "tfaudit_ci").rglob("*.asc"))
+    package = root / "tfaudit_ci"
+    files += sorted(package.rglob("*.py")) + sorted(package.rglob("*.asc"))
     files.append(ACTION_DIR / "release-requirement.txt")
     for path in files:
         if path.is_file():
@@ -125,8 +126,10 @@ def make_plan(env: Mapping[str, str], python: str) -> Plan:
     for part in (interpreter, str(venv), UV_VERSION, requirement, source_digest(SOURCE_DIR)):
         digest.update(part.encode() + b"\0")
     version = platform.python_version()
-    ref = "".join(c if c.isalnum() or c in "._-" else "-" for c in env.get("TFAUDIT_ACTION_REF", ""))
-    system = f"{env.get('RUNNER_OS', platform.system())}-{env.get('RUNNER_ARCH', platform.machine())}"
+    raw_ref = env.get("TFAUDIT_ACTION_REF", "")
+    ref = "".join(c if c.isalnum() or c in "._-" else "-" for c in raw_ref)
+    runner_os = env.get("RUNNER_OS", platform.system())
+    system = f"{runner_os}-{env.get('RUNNER_ARCH', platform.machine())}"
     key = "-".join(
         [
             "tfaudit-ci-venv",

@@ -22,7 +22,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import bench_chain, bench_overhead, bench_pipeline, bench_stream, bench_verify
+from bench import (
+    bench_chain,
+    bench_overhead,
+    bench_pipeline,
+    bench_setup,
+    bench_stream,
+    bench_verify,
+)
 from bench.common import BenchError, Figure, figures_json, machine_info, markdown_table
 from tests.servers import S3Server, start_moto
 from tests.tfhelpers import terraform_binaries
@@ -31,7 +38,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 README = BENCH_DIR / "README.md"
 START_MARK = "<!-- results:start -->"
 END_MARK = "<!-- results:end -->"
-NAMES = ("overhead", "pipeline", "stream", "chain", "verify")
+NAMES = ("overhead", "pipeline", "stream", "chain", "verify", "setup")
 
 Runner = Callable[[Path, S3Server, bool], list[Figure]]
 
@@ -61,12 +68,18 @@ def _verify(work: Path, server: S3Server, smoke: bool) -> list[Figure]:
     return bench_verify.run(bench_verify.SMOKE if smoke else bench_verify.FULL, work)
 
 
+def _setup(work: Path, server: S3Server, smoke: bool) -> list[Figure]:
+    del server
+    return bench_setup.run_standalone(bench_setup.SMOKE if smoke else bench_setup.FULL, work)
+
+
 RUNNERS: dict[str, tuple[str, Runner]] = {
     "overhead": (bench_overhead.BENCH, _overhead),
     "pipeline": (bench_pipeline.BENCH, _pipeline),
     "stream": (bench_stream.BENCH, _stream),
     "chain": (bench_chain.BENCH, _chain),
     "verify": (bench_verify.BENCH, _verify),
+    "setup": (bench_setup.BENCH, _setup),
 }
 
 

@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -298,6 +299,7 @@ class ActionImage:
     terraform_version: str
     tofu_version: str
     built: bool  # False when an image with the same inputs was reused
+    build_seconds: float = 0.0  # the `docker build` alone
 
 
 def _existing(tag: str, digest: str) -> dict[str, str] | None:
@@ -321,15 +323,23 @@ def default_package_source(work: Path) -> PackageSource:
 
 
 def build_action_image(
-    work: Path, *, packages: PackageSource | None = None, log: Path | None = None
+    work: Path,
+    *,
+    packages: PackageSource | None = None,
+    log: Path | None = None,
+    reuse: bool = True,
+    no_cache: bool = False,
 ) -> ActionImage:
-    """Build the image offline (or reuse one built from the same inputs)."""
+    """Build the image offline, or reuse one built from the same inputs (``reuse``).
+
+    ``no_cache`` builds every layer again (Docker's build cache unused).
+    """
     problem = engine_problem()
     if problem:
         raise DockerUnavailable(problem)
     digest = context_digest()
     tag = f"{IMAGE_REPO}:{digest}"
-    found = _existing(tag, digest)
+    found = _existing(tag, digest) if reuse and not no_cache else None
     if found is not None:
         return ActionImage(tag, found["terraform.version"], found["tofu.version"], built=False)
 
@@ -361,23 +371,24 @@ def build_action_image(
         label_args = [
             item for name, value in labels.items() for item in ("--label", f"{name}={value}")
         ]
+        cache = ["--no-cache"] if no_cache else []
+        started = time.perf_counter()
         done = docker(
-            "build",
-            "--network",
-            "host",
-            *build_args,
-            *label_args,
-            "--tag",
-            tag,
-            str(context),
-            timeout=1200,
-            check=False,
-        )
+            "build", "--network", "host", *cache, *build_args, *label_args, "--tag", tag,
+            str(context), timeout=1200, check=False,
+        )  # fmt: skip
+        seconds = time.perf_counter() - started
     if log is not None:
         log.write_text(done.stdout + "\n" + done.stderr, encoding="utf-8")
     if done.returncode != 0:
         raise RuntimeError(f"docker build failed:\n{done.stdout[-4000:]}\n{done.stderr[-2000:]}")
-    return ActionImage(tag, versions["terraform"], versions["tofu"], built=True)
+    return ActionImage(tag, versions["terraform"], versions["tofu"], True, seconds)
+
+
+def image_tags(tag: str) -> list[str]:
+    """Every name the image called ``tag`` has."""
+    done = docker("image", "inspect", "--format", "{{json .RepoTags}}", tag)
+    return list(json.loads(done.stdout))
 
 
 def tag_as(image: ActionImage, names: Sequence[str]) -> None:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_chain, bench_overhead, bench_pipeline, bench_stream, bench_verify
+from bench import (
+    bench_chain,
+    bench_overhead,
+    bench_pipeline,
+    bench_setup,
+    bench_stream,
+    bench_verify,
+)
 from bench.common import BenchError, Figure, markdown_table
 from tests.servers import S3Server, start_moto
 
@@ -70,3 +77,11 @@ def test_verify_smoke(tmp_path: Path) -> None:
             pytest.skip("tfaudit verify is not in this build yet (issue 3)")
         raise
     _check(figures, bench_verify.BENCH)
+
+
+def test_setup_smoke(docker_engine: None, wheelhouse: Path, tmp_path: Path) -> None:
+    """Offline (a local wheelhouse) and with Docker's build cache: the rows, not the speed."""
+    figures = _check(bench_setup.run(bench_setup.SMOKE, tmp_path, wheelhouse), bench_setup.BENCH)
+    assert figures["host action: cold setup (no cache)"].bracket == "≤ 6 s"
+    assert figures["host action: warm setup (cache hit)"].bracket == "≤ 1 s"
+    assert any(metric.startswith("Docker action: image load") for metric in figures)

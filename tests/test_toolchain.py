@@ -13,6 +13,7 @@ Vendor release sites are unreachable here. Two kinds of evidence stand in for th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -188,6 +189,13 @@ class ReleaseSite:
     key: SigningKey
     trusted: TrustedKey
 
+    def install(self, version: str, into: Path) -> Path:
+        """Install a terraform release from this site, trusting the site's test key."""
+        env = self.env(into.parent)
+        return install_release(
+            VENDORS["terraform"], Version.parse(version), into, env, key=self.trusted
+        )
+
     def env(self, tmp: Path, **extra: str) -> dict[str, str]:
         return {
             "PATH": os.environ.get("PATH", ""),
@@ -255,13 +263,7 @@ def test_checksums_signed_by_another_key_are_refused(tmp_path: Path, site: Relea
     sums = release / "terraform_1.9.8_SHA256SUMS"
     impostor.sign(sums, release / "terraform_1.9.8_SHA256SUMS.sig")
     with pytest.raises(SignatureError) as caught:
-        install_release(
-            VENDORS["terraform"],
-            Version.parse("1.9.8"),
-            tmp_path / "t",
-            site.env(tmp_path),
-            key=site.trusted,
-        )
+        site.install("1.9.8", tmp_path / "t")
     assert f"not made by the test's key {site.trusted.fingerprint}" in str(caught.value)
 
 
@@ -271,41 +273,21 @@ def test_altered_checksums_under_a_valid_signature_are_refused(
     sums = site.root / "terraform" / "1.9.8" / "terraform_1.9.8_SHA256SUMS"
     zip_path = site.root / "terraform" / "1.9.8" / "terraform_1.9.8_linux_amd64.zip"
     zip_path.write_bytes(zip_path.read_bytes() + b"x")
-    import hashlib
-
     lines = sums.read_text().splitlines()
     lines[-1] = f"{hashlib.sha256(zip_path.read_bytes()).hexdigest()}  {zip_path.name}"
     sums.write_text("\n".join(lines) + "\n")  # the signature now covers other bytes
     with pytest.raises(SignatureError, match="does not match the file"):
-        install_release(
-            VENDORS["terraform"],
-            Version.parse("1.9.8"),
-            tmp_path / "t",
-            site.env(tmp_path),
-            key=site.trusted,
-        )
+        site.install("1.9.8", tmp_path / "t")
 
 
 def test_a_garbled_or_missing_signature_is_refused(tmp_path: Path, site: ReleaseSite) -> None:
     signature = site.root / "terraform" / "1.9.8" / "terraform_1.9.8_SHA256SUMS.sig"
     signature.write_bytes(b"not a signature at all")
     with pytest.raises(SignatureError, match="is not valid"):
-        install_release(
-            VENDORS["terraform"],
-            Version.parse("1.9.8"),
-            tmp_path / "t",
-            site.env(tmp_path),
-            key=site.trusted,
-        )
+        site.install("1.9.8", tmp_path / "t")
     signature.unlink()
     with pytest.raises(ToolchainError, match="HTTP 404"):
-        install_release(
-            VENDORS["terraform"],
-            Version.parse("1.9.8"),
-            tmp_path / "t",
-            site.env(tmp_path),
-            key=site.trusted,
-        )
+        site.install("1.9.8", tmp_path / "t")
 
 
 def test_the_baked_key_refuses_a_test_signed_release(tmp_path: Path, site: ReleaseSite) -> None:

@@ -100,28 +100,18 @@ class Vendor:
         )
 
 
-VENDORS: dict[Tool, Vendor] = {
-    "terraform": Vendor(
-        tool="terraform",
-        product="Terraform",
-        owner="HashiCorp",
-        key_file="hashicorp.asc",
-        fingerprint="C874011F0AB405110D02105534365D9472D7468F",
-        release_url="https://releases.hashicorp.com/terraform/{version}",
-        index_url="https://releases.hashicorp.com/terraform/index.json",
-        signature_suffix=".sig",
-    ),
-    "tofu": Vendor(
-        tool="tofu",
-        product="OpenTofu",
-        owner="OpenTofu",
-        key_file="opentofu.asc",
-        fingerprint="E3E6E43D84CB852EADB0051D0C0AF313E5FD9F80",
-        release_url="https://github.com/opentofu/opentofu/releases/download/v{version}",
-        index_url="https://get.opentofu.org/tofu/api.json",
-        signature_suffix=".gpgsig",
-    ),
-}
+# tool, product, key owner, key file, key fingerprint, release folder, version index, signature
+_VENDOR_TABLE: tuple[tuple[Tool, str, str, str, str, str, str, str], ...] = (
+    ("terraform", "Terraform", "HashiCorp", "hashicorp.asc",
+     "C874011F0AB405110D02105534365D9472D7468F",
+     "https://releases.hashicorp.com/terraform/{version}",
+     "https://releases.hashicorp.com/terraform/index.json", ".sig"),
+    ("tofu", "OpenTofu", "OpenTofu", "opentofu.asc",
+     "E3E6E43D84CB852EADB0051D0C0AF313E5FD9F80",
+     "https://github.com/opentofu/opentofu/releases/download/v{version}",
+     "https://get.opentofu.org/tofu/api.json", ".gpgsig"),
+)  # fmt: skip
+VENDORS: dict[Tool, Vendor] = {row[0]: Vendor(*row) for row in _VENDOR_TABLE}
 
 
 def parse_tool(text: str) -> Tool:

@@ -99,6 +99,7 @@ def run_act(
         "--pull=false",
         "--rebuild=false",
         "--no-cache-server",
+        "--rm",  # remove the job's containers even when it fails
         "--artifact-server-addr",
         "127.0.0.1",
         "--action-cache-path",

@@ -124,12 +124,15 @@ include:
       stream: component
       endpoint-url: {moto.endpoint}
       retention-days: "1"
+      tool: tofu
 """
     project = make_project(tmp_path, pipeline)
     done = run_pipeline(project, "plan")
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-6000:]
     assert f"plan starting {default_image}" in log
+    # tool: tofu put the bundled (stand-in) OpenTofu first on PATH for init and the command.
+    assert "/opt/tfaudit/tools/tofu/" in log and "(bundled)" in log
     assert "PASS" in log and "plan" in log
     env = dotenv(project, "plan")
     assert (env["TFAUDIT_STATUS"], env["TFAUDIT_AUDIT_OK"], env["TFAUDIT_EXIT_CODE"]) == (

@@ -415,3 +415,15 @@ def test_install_command_line_with_a_stand_in_key(
     # Without the stand-in key the same release is refused, with exit 21 and a reason.
     assert toolchain.main(argv[:-2], site.env(tmp_path)) == EXIT_PREFLIGHT
     assert "not made by OpenTofu's key E3E6E43D" in capsys.readouterr().err
+
+
+def test_path_for_keeps_path_outside_the_image_unless_a_version_is_asked(
+    tmp_path: Path, site: ReleaseSite
+) -> None:
+    env = site.env(tmp_path)
+    assert toolchain.path_for("terraform", "auto", tmp_path, env) is None
+    bundle(tmp_path / "bundled", "tofu", "1.8.5")
+    in_image = {**env, "TFAUDIT_BUNDLED_TOOLS": str(tmp_path / "bundled")}
+    folder = toolchain.path_for("tofu", "auto", tmp_path, in_image)
+    assert folder is not None
+    assert run_version(folder / "terraform") == "OpenTofu v1.8.5"

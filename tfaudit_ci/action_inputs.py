@@ -164,17 +164,13 @@ def build_invocation(
 
 
 def with_toolchain(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
-    """``env`` with the chosen terraform/OpenTofu first on PATH (Docker action only)."""
-    from tfaudit_ci.toolchain import select, tool_path_dir
+    """``env`` with the chosen terraform/OpenTofu first on PATH (see ``toolchain.path_for``)."""
+    from tfaudit_ci.toolchain import path_for
 
-    tool = parse_tool(read_input(env, "tool"))
-    root = Path(env.get("GITHUB_WORKSPACE") or cwd)
-    chosen = select(
-        tool, read_input(env, "terraform-version") or "auto", directory=cwd, root=root, env=env
-    )
-    sys.stderr.write(f"tfaudit: using {chosen.binary} ({chosen.origin}): {chosen.reason}\n")
+    folder = path_for(read_input(env, "tool"), read_input(env, "terraform-version"), cwd, env)
     updated = dict(env)
-    updated["PATH"] = os.pathsep.join([str(tool_path_dir(chosen, env)), env.get("PATH", "")])
+    if folder is not None:
+        updated["PATH"] = os.pathsep.join([str(folder), env.get("PATH", "")])
     return updated
 
 

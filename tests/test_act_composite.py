@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.act_runner import make_repo, run_act, verify_stream
+from tests.act_runner import make_repo, run_act, selftest_workflow, verify_stream
 from tests.fake_release import serve
 from tests.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
 
@@ -66,60 +66,6 @@ runs:
 """,
 }
 
-WORKFLOW = """\
-name: host
-on: push
-jobs:
-  host:
-    runs-on: ubuntu-latest
-    env:
-      AWS_ACCESS_KEY_ID: testing
-      AWS_SECRET_ACCESS_KEY: testing
-      AWS_DEFAULT_REGION: us-east-1
-      AWS_EC2_METADATA_DISABLED: "true"
-      TFAUDIT_WHEELHOUSE: WHEELS
-    steps:
-      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
-      - name: A tiny configuration
-        run: |
-          mkdir -p .selftest
-          printf 'output "greeting" {\\n  value = "hello"\\n}\\n' > .selftest/main.tf
-      - name: init
-        uses: ./tfaudit/host
-        with:
-          command: init -input=false
-          working-directory: .selftest
-          store: s3://BUCKET/ci
-          stream: host
-          endpoint-url: ENDPOINT
-          retention-days: "1"
-      - name: plan
-        id: plan
-        uses: ./tfaudit/host
-        with:
-          command: plan -input=false -out=tfplan
-          working-directory: .selftest
-          store: s3://BUCKET/ci
-          stream: host
-          endpoint-url: ENDPOINT
-          retention-days: "1"
-      - name: Check the outputs
-        env:
-          STATUS: ${{ steps.plan.outputs.status }}
-          AUDIT_OK: ${{ steps.plan.outputs.audit-ok }}
-          EXIT_CODE: ${{ steps.plan.outputs.exit-code }}
-          RECORD_URI: ${{ steps.plan.outputs.record-uri }}
-          LOG_PATH: ${{ steps.plan.outputs.log-path }}
-        run: |
-          echo "checked: status=$STATUS audit-ok=$AUDIT_OK exit-code=$EXIT_CODE"
-          test "$STATUS" = succeeded
-          test "$AUDIT_OK" = true
-          test "$EXIT_CODE" = 0
-          case "$RECORD_URI" in s3://BUCKET/ci/*) ;; *) exit 1 ;; esac
-      - name: tfaudit is on PATH for later steps
-        run: tfaudit --version
-"""
-
 
 @pytest.fixture(scope="module")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
@@ -143,10 +89,12 @@ def test_composite_action_installs_once_then_restores(
     cache.mkdir()
 
     with serve(wheelhouse) as wheels:
-        workflow = (
-            WORKFLOW.replace("BUCKET", bucket)
-            .replace("ENDPOINT", moto.endpoint)
-            .replace("WHEELS", wheels)
+        workflow = selftest_workflow(
+            "./tfaudit/host", "host", bucket, moto.endpoint, env={"TFAUDIT_WHEELHOUSE": wheels}
+        )
+        # Later steps can run tfaudit: the action put its venv on GITHUB_PATH.
+        workflow += (
+            "      - name: tfaudit is on PATH for later steps\n        run: tfaudit --version\n"
         )
         repo = make_repo(tmp_path, workflow)
         args = [
@@ -162,7 +110,7 @@ def test_composite_action_installs_once_then_restores(
 
     for run in (cold, warm):
         assert run.returncode == 0, run.log[-8000:]
-        assert "checked: status=succeeded audit-ok=true exit-code=0" in run.log
+        assert "checked: status=succeeded audit-ok=true exit-code=0 to-add=0" in run.log
         assert "tfaudit-ci 0.1.0" in run.log  # `tfaudit --version` from GITHUB_PATH
     # Cold: a miss, one install, one save; the second use in the job is already set up.
     assert cold.log.count("| stand-in cache: miss tfaudit-ci-venv") == 1, cold.log[-6000:]

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.act_runner import ActUnavailable, act_binary, make_repo, run_act, verify_stream
+from tests.act_runner import (
+    ActUnavailable,
+    act_binary,
+    make_repo,
+    run_act,
+    selftest_workflow,
+    verify_stream,
+)
 from tests.docker_image import ActionImage, tag_as
 from tests.servers import (
     S3Server,
@@ -25,58 +32,6 @@ from tests.servers import (
 )
 
 ACT_IMAGE = "act-tfaudit-dockeraction:latest"  # act's name for the image of `uses: ./tfaudit`
-
-WORKFLOW = """\
-name: selftest
-on: push
-jobs:
-  selftest:
-    runs-on: ubuntu-latest
-    env:
-      AWS_ACCESS_KEY_ID: testing
-      AWS_SECRET_ACCESS_KEY: testing
-      AWS_DEFAULT_REGION: us-east-1
-      AWS_EC2_METADATA_DISABLED: "true"
-    steps:
-      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2
-      - name: A tiny configuration
-        run: |
-          mkdir -p .selftest
-          printf 'output "greeting" {\\n  value = "hello"\\n}\\n' > .selftest/main.tf
-      - name: init
-        uses: ./tfaudit
-        with:
-          command: init -input=false
-          working-directory: .selftest
-          store: s3://BUCKET/ci
-          stream: selftest
-          endpoint-url: ENDPOINT
-          retention-days: "1"
-      - name: plan
-        id: plan
-        uses: ./tfaudit
-        with:
-          command: plan -input=false -out=tfplan
-          working-directory: .selftest
-          store: s3://BUCKET/ci
-          stream: selftest
-          endpoint-url: ENDPOINT
-          retention-days: "1"
-      - name: Check the outputs
-        env:
-          STATUS: ${{ steps.plan.outputs.status }}
-          AUDIT_OK: ${{ steps.plan.outputs.audit-ok }}
-          EXIT_CODE: ${{ steps.plan.outputs.exit-code }}
-          RECORD_URI: ${{ steps.plan.outputs.record-uri }}
-          TO_ADD: ${{ steps.plan.outputs.to-add }}
-        run: |
-          echo "checked: status=$STATUS audit-ok=$AUDIT_OK exit-code=$EXIT_CODE to-add=$TO_ADD"
-          test "$STATUS" = succeeded
-          test "$AUDIT_OK" = true
-          test "$EXIT_CODE" = 0
-          test "$TO_ADD" = 0
-          case "$RECORD_URI" in s3://BUCKET/ci/*) ;; *) exit 1 ;; esac
-"""
 
 UNLOCKED_WORKFLOW = """\
 name: unlocked
@@ -134,7 +89,7 @@ def fill(text: str, bucket: str, endpoint: str) -> str:
 def test_docker_action_under_act(act_image: ActionImage, moto: S3Server, tmp_path: Path) -> None:
     bucket = unique_bucket()
     make_lock_bucket(moto.client(), bucket, days=1)
-    repo = make_repo(tmp_path, fill(WORKFLOW, bucket, moto.endpoint))
+    repo = make_repo(tmp_path, selftest_workflow("./tfaudit", "selftest", bucket, moto.endpoint))
     run = run_act(repo, tmp_path / "home")
     assert run.returncode == 0, run.log[-8000:]
     assert "checked: status=succeeded audit-ok=true exit-code=0 to-add=0" in run.log

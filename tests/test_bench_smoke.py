@@ -19,6 +19,7 @@ from bench import (
     bench_overhead,
     bench_pipeline,
     bench_redact,
+    bench_setup,
     bench_stream,
     bench_verify,
 )
@@ -89,3 +90,14 @@ def test_far_slot_smoke(tmp_path: Path) -> None:
 def test_second_pass_smoke(tmp_path: Path) -> None:
     (figure,) = _check(bench_redact.run(bench_redact.SMOKE, tmp_path), bench_redact.BENCH).values()
     assert "second pass" in figure.metric
+
+
+def test_setup_smoke(
+    docker_engine: None, wheelhouse: Path, built_dist: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Offline (a local wheelhouse) and with Docker's build cache: the rows, not the speed."""
+    figures = bench_setup.run(bench_setup.SMOKE, tmp_path, wheelhouse, built_dist[0])
+    figures = _check(figures, bench_setup.BENCH)
+    assert figures["host action: cold setup (no cache), release ref"].bracket == "≤ 6 s"
+    assert figures["host action: warm setup (cache hit)"].bracket == "≤ 1 s"
+    assert any(metric.startswith("Docker action: image load") for metric in figures)

@@ -1,28 +1,43 @@
 # The tfaudit-ci GitHub Action image (also the GitLab component's default image).
 # GitHub's rules for action images: no USER (the runner needs root to write the workspace
 # and file commands), no WORKDIR (the runner sets it to the workspace).
+#
+# Releases publish it to ghcr.io and pin action.yml to its digest, so users pull it and never
+# build it. Every input is a build argument with the published default; offline builds (the
+# tests) point them at a local stand-in release, a local wheelhouse and a local base image,
+# and nothing else changes (see docs/github-action.md, "How the image is built").
 FROM python:3.12-slim-bookworm
-
-# terraform (default) or tofu; each has its own pinned version.
-ARG TOOL=terraform
-ARG TERRAFORM_VERSION=1.9.8
-ARG TOFU_VERSION=1.8.5
-ARG TARGETARCH
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    TF_IN_AUTOMATION=1
+    TF_IN_AUTOMATION=1 \
+    CHECKPOINT_DISABLE=1 \
+    TFAUDIT_BUNDLED_TOOLS=/opt/tfaudit/tools
 
 COPY scripts/install-image.sh /usr/local/lib/tfaudit/install-image.sh
-RUN sh /usr/local/lib/tfaudit/install-image.sh packages \
-    && TOOL="${TOOL}" TERRAFORM_VERSION="${TERRAFORM_VERSION}" TOFU_VERSION="${TOFU_VERSION}" \
-       TARGETARCH="${TARGETARCH}" sh /usr/local/lib/tfaudit/install-image.sh tool
+RUN sh /usr/local/lib/tfaudit/install-image.sh packages
 
-COPY constraints.txt pyproject.toml README.md /usr/local/src/tfaudit-ci/
-COPY tfaudit_ci /usr/local/src/tfaudit-ci/tfaudit_ci
-RUN sh /usr/local/lib/tfaudit/install-image.sh python \
-       /usr/local/src/tfaudit-ci /usr/local/src/tfaudit-ci/constraints.txt \
+# terraform and OpenTofu, both bundled; the `tool` input picks one, `terraform-version` any
+# other release (downloaded and verified the same way at run time).
+ARG TERRAFORM_VERSION=1.11.4
+ARG TOFU_VERSION=1.9.1
+ARG TERRAFORM_RELEASES=""
+ARG TOFU_RELEASES=""
+ARG STANDIN_RELEASE_KEY=""
+ARG TARGETARCH=""
+# Only the stdlib-only toolchain modules: this layer stays cached while the package changes.
+COPY tfaudit_ci/__init__.py tfaudit_ci/errors.py tfaudit_ci/toolchain.py \
+     tfaudit_ci/tool_versions.py tfaudit_ci/release_signature.py \
+     /usr/local/lib/tfaudit/bootstrap/tfaudit_ci/
+COPY tfaudit_ci/keys /usr/local/lib/tfaudit/bootstrap/tfaudit_ci/keys
+RUN sh /usr/local/lib/tfaudit/install-image.sh tools /usr/local/lib/tfaudit/bootstrap \
+    && rm -rf /usr/local/lib/tfaudit/bootstrap
+
+# The package: the release's own wheel when dist/ holds it, else this source tree.
+ARG WHEELHOUSE=""
+COPY . /usr/local/src/tfaudit-ci/
+RUN sh /usr/local/lib/tfaudit/install-image.sh python /usr/local/src/tfaudit-ci \
     && rm -rf /usr/local/src/tfaudit-ci
 
 COPY entrypoint.py /entrypoint.py

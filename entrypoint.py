@@ -32,7 +32,9 @@ def main() -> int:
 
     from tfaudit_ci.action_inputs import main as run_from_inputs
 
-    return run_from_inputs(args)
+    # --docker-action: choose terraform/OpenTofu from the `tool` and `terraform-version`
+    # inputs, and keep the spool where the post step's container finds it.
+    return run_from_inputs([*args, "--docker-action"])
 
 
 if __name__ == "__main__":

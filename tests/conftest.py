@@ -16,6 +16,16 @@ from pathlib import Path
 import pytest
 
 # Test helpers are imported as ``tests.<module>`` everywhere (pyproject sets pythonpath).
+from tests.docker_image import (
+    ActionImage,
+    DockerUnavailable,
+    build_action_image,
+    build_dist,
+    docker_required,
+    engine_problem,
+    shared_wheelhouse,
+    wheelhouse_extras,
+)
 from tests.emulators import (
     AzuriteEmulator,
     Emulator,
@@ -40,6 +50,7 @@ from tests.tfhelpers import (
 
 SERVER_KINDS = ("moto", "ceph")
 _SERVERS_KEY = pytest.StashKey["_ServerPool"]()
+_DOCKER_KEY = pytest.StashKey[str]()  # why the Docker tests could not run
 
 
 class _ServerPool:
@@ -211,6 +222,64 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"S3 tests ran on: {', '.join(selected)} (not on Ceph; use --s3-server both)"
         )
+    docker_problem = config.stash.get(_DOCKER_KEY, None)
+    if docker_problem:
+        outcome = "FAILED" if docker_required() else "SKIPPED"
+        terminalreporter.section(f"DOCKER UNAVAILABLE: TESTS {outcome}", sep="!", red=True)
+        terminalreporter.write_line(f"DOCKER TESTS DID NOT RUN: {docker_problem}", red=True)
+        terminalreporter.write_line(
+            f"The image, act and gitlab-ci-local tests were {outcome}, not passed. Set up the "
+            "engine with scripts/install-runners.sh"
+            + ("." if docker_required() else "; TFAUDIT_REQUIRE_DOCKER=1 makes this a failure."),
+            red=True,
+            bold=True,
+        )
+
+
+def _docker_unavailable(request: pytest.FixtureRequest, problem: str) -> None:
+    request.config.stash[_DOCKER_KEY] = problem
+    if docker_required():
+        pytest.fail(f"TFAUDIT_REQUIRE_DOCKER=1 but {problem}")
+    pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(request: pytest.FixtureRequest) -> None:
+    """A Docker engine answers and the stand-in base image is there (else a loud skip)."""
+    problem = engine_problem()
+    if problem:
+        _docker_unavailable(request, problem)
+
+
+@pytest.fixture(scope="session")
+def built_dist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(wheel, sdist) of this project from ``python -m build``, once per session."""
+    return build_dist(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(built_dist: tuple[Path, Path]) -> Path:
+    """Wheels of every dependency (and uv, setuptools) for offline installs."""
+    return shared_wheelhouse(built_dist[0], wheelhouse_extras())
+
+
+@pytest.fixture(scope="session")
+def action_image(
+    request: pytest.FixtureRequest, docker_engine: None, tmp_path_factory: pytest.TempPathFactory
+) -> ActionImage:
+    """The action image, built offline once per session (tests/docker_image.py)."""
+    work = tmp_path_factory.mktemp("action-image")
+
+    def packages() -> tuple[Path, Path]:
+        wheel: Path = request.getfixturevalue("built_dist")[0]
+        house: Path = request.getfixturevalue("wheelhouse")
+        return wheel, house
+
+    try:
+        return build_action_image(work, packages=packages, log=work / "build.log")
+    except DockerUnavailable as exc:
+        _docker_unavailable(request, str(exc))
+        raise
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from bench import (
     bench_pipeline,
     bench_read,
     bench_redact,
+    bench_setup,
     bench_stream,
     bench_verify,
 )
@@ -96,3 +97,14 @@ def test_read_smoke(tmp_path: Path) -> None:
     figures = _check(bench_read.run(bench_read.SMOKE, tmp_path), bench_read.BENCH)
     assert len(figures) == 4
     assert all(fig.met is not None for fig in figures.values())  # each has its bracket
+
+
+def test_setup_smoke(
+    docker_engine: None, wheelhouse: Path, built_dist: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Offline (a local wheelhouse) and with Docker's build cache: the rows, not the speed."""
+    figures = bench_setup.run(bench_setup.SMOKE, tmp_path, wheelhouse, built_dist[0])
+    figures = _check(figures, bench_setup.BENCH)
+    assert figures["host action: cold setup (no cache), release ref"].bracket == "≤ 6 s"
+    assert figures["host action: warm setup (cache hit)"].bracket == "≤ 1 s"
+    assert any(metric.startswith("Docker action: image load") for metric in figures)

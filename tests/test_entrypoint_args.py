@@ -182,8 +182,44 @@ def test_bad_switch_value_names_the_input() -> None:
 def test_action_metadata_and_mapping_agree() -> None:
     """Every action input reaches the CLI (or the entrypoint itself), none is forgotten."""
     inputs = yaml.safe_load((REPO / "action.yml").read_text())["inputs"]
-    handled_by_entrypoint = {"command", "working-directory", "terraform-bin"}
+    handled_by_entrypoint = {"command", "working-directory", "terraform-bin", "tool"}
+    handled_by_entrypoint |= {"terraform-version"}
     for name in set(inputs) - handled_by_entrypoint:
         value = "true" if name == "upload-plan-file" else "some-value"
         argv = build_invocation(github_env(command="plan", **{name: value})).argv
         assert f"--{name}" in argv, name
+
+
+def test_docker_action_spool_follows_the_workspace_under_act() -> None:
+    """Under nektos/act GITHUB_WORKSPACE is the host's path, mounted at that same path."""
+    env = github_env(command="plan")
+    env.update({"GITHUB_ACTIONS": "true", "GITHUB_WORKSPACE": "/tmp/act/repo"})
+    argv = build_invocation(env, docker_action=True).argv
+    assert argv[:3] == ["run", "--work-dir", "/tmp/act/repo/.tfaudit"]
+    assert build_invocation(env, post=True, docker_action=True).argv == [
+        "recover",
+        "--work-dir",
+        "/tmp/act/repo/.tfaudit",
+    ]
+    assert "--work-dir" not in build_invocation(env).argv  # the host action keeps the default
+
+
+@pytest.mark.parametrize(
+    ("tool", "terraform_bin", "expected"),
+    [
+        ("tofu", "terraform", ["tofu", "plan"]),
+        ("opentofu", "terraform", ["tofu", "plan"]),
+        ("terraform", "terraform", ["terraform", "plan"]),
+        ("tofu", "terragrunt", ["terragrunt", "plan"]),  # an explicit terraform-bin wins
+    ],
+)
+def test_docker_action_tool_input_picks_the_program(
+    tool: str, terraform_bin: str, expected: list[str]
+) -> None:
+    env = github_env(command="plan", tool=tool, terraform_bin=terraform_bin)
+    assert build_invocation(env, docker_action=True).argv == ["run", "--", *expected]
+
+
+def test_docker_action_rejects_an_unknown_tool() -> None:
+    with pytest.raises(ConfigError, match="must be terraform or tofu"):
+        build_invocation(github_env(command="plan", tool="pulumi"), docker_action=True)

@@ -1,109 +1,117 @@
-"""scripts/install-image.sh, the Dockerfile's install step, against a fake local release.
+"""scripts/install-image.sh `tools`, the Dockerfile's bundling step, without Docker.
 
-No Docker engine and no network here: the release (zip + SHA256SUMS) is made in a temp dir and
-served as file://, so the same download, checksum and install path as in the image runs.
+The step runs ``tfaudit_ci.toolchain install`` for terraform and OpenTofu and links both on
+PATH. Here it runs on the host against a stand-in release served on 127.0.0.1 and signed with
+a test key (vendor sites are unreachable), through the same shell code as in the image build;
+the image build itself is exercised by tests/test_docker_action.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
+import shutil
 import subprocess
-import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "install-image.sh"
-FAKE_BINARY = '#!/bin/sh\necho "{tool} v{version} (fake)"\n'
+from tests.fake_release import SigningKey, add_release, make_signing_key, script_binary, serve
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "install-image.sh"
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("gpg") is None or shutil.which("gpgv") is None, reason="needs gpg and gpgv"
+)
 
 
-def make_release(root: Path, tool: str, version: str, *, arch: str = "amd64") -> Path:
-    release = root / "release"
-    release.mkdir(parents=True)
-    zip_path = release / f"{tool}_{version}_linux_{arch}.zip"
-    with zipfile.ZipFile(zip_path, "w") as archive:
-        archive.writestr(tool, FAKE_BINARY.format(tool=tool, version=version))
-        archive.writestr("LICENSE.txt", "not a binary")
-    digest = hashlib.sha256(zip_path.read_bytes()).hexdigest()
-    other = "0" * 64
-    (release / f"{tool}_{version}_SHA256SUMS").write_text(
-        f"{other}  {tool}_{version}_darwin_arm64.zip\n{digest}  {zip_path.name}\n"
-    )
-    return release
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> SigningKey:
+    return make_signing_key(tmp_path_factory.mktemp("gnupg"))
 
 
-def install(tmp_path: Path, release: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {
+@pytest.fixture
+def releases(tmp_path: Path, key: SigningKey) -> Iterator[tuple[Path, str]]:
+    root = tmp_path / "releases"
+    add_release(root, "terraform", "1.11.4", script_binary("terraform", "1.11.4"), key)
+    add_release(root, "tofu", "1.9.1", script_binary("tofu", "1.9.1"), key)
+    with serve(root) as url:
+        yield root, url
+
+
+def bundle(tmp_path: Path, url: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    env = {
         "PATH": os.environ.get("PATH", os.defpath),
-        "RELEASE_BASE_URL": release.as_uri(),
-        "INSTALL_DIR": str(tmp_path / "bin"),
+        "TOOLS_DIR": str(tmp_path / "tools"),
+        "LINK_DIR": str(tmp_path / "bin"),
+        "TERRAFORM_VERSION": "1.11.4",
+        "TOFU_VERSION": "1.9.1",
+        "TERRAFORM_RELEASES": f"{url}/terraform/{{version}}",
+        "TOFU_RELEASES": f"{url}/tofu/{{version}}",
         "TARGETARCH": "amd64",
-        **env,
+        **extra,
     }
     return subprocess.run(
-        ["sh", str(SCRIPT), "tool"], env=full_env, capture_output=True, text=True, timeout=120
+        ["sh", str(SCRIPT), "tools", str(REPO)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
-def test_terraform_is_downloaded_verified_and_installed(tmp_path: Path) -> None:
-    release = make_release(tmp_path, "terraform", "1.9.8")
-    proc = install(tmp_path, release, TERRAFORM_VERSION="1.9.8")
+def test_both_tools_are_bundled_verified_and_linked(
+    tmp_path: Path, releases: tuple[Path, str], key: SigningKey
+) -> None:
+    _, url = releases
+    proc = bundle(tmp_path, url, STANDIN_RELEASE_KEY=key.public_file.read_text())
     assert proc.returncode == 0, proc.stderr
-    assert "terraform_1.9.8_linux_amd64.zip: checksum OK" in proc.stderr
-    binary = tmp_path / "bin" / "terraform"
-    assert binary.stat().st_mode & stat.S_IXUSR
-    assert "terraform v1.9.8 (fake)" in proc.stdout  # the script ran the installed binary
+    assert "terraform_1.11.4_SHA256SUMS: signed by" in proc.stderr
+    assert "tofu_1.9.1_linux_amd64.zip: checksum OK" in proc.stderr
+    assert "instead of HashiCorp's key (stand-in release)" in proc.stderr
+    for tool, version, product in (
+        ("terraform", "1.11.4", "Terraform"),
+        ("tofu", "1.9.1", "OpenTofu"),
+    ):
+        link = tmp_path / "bin" / tool
+        assert os.readlink(link) == str(tmp_path / "tools" / tool / version / tool)
+        assert f"{product} v{version}" in proc.stdout  # the script ran each installed binary
 
 
-def test_opentofu_build_arg_installs_tofu_and_links_terraform(tmp_path: Path) -> None:
-    release = make_release(tmp_path, "tofu", "1.8.5")
-    proc = install(tmp_path, release, TOOL="tofu", TOFU_VERSION="1.8.5")
-    assert proc.returncode == 0, proc.stderr
-    terraform = tmp_path / "bin" / "terraform"
-    assert terraform.is_symlink() and os.readlink(terraform) == "tofu"
-    out = subprocess.run([str(terraform)], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "tofu v1.8.5 (fake)"
-
-
-def test_a_tampered_zip_is_refused_and_nothing_installed(tmp_path: Path) -> None:
-    release = make_release(tmp_path, "terraform", "1.9.8")
-    zip_path = release / "terraform_1.9.8_linux_amd64.zip"
-    with zipfile.ZipFile(zip_path, "a") as archive:
-        archive.writestr("backdoor", "#!/bin/sh\n")
-    proc = install(tmp_path, release, TERRAFORM_VERSION="1.9.8")
-    assert proc.returncode == 1
-    assert "checksum mismatch for terraform_1.9.8_linux_amd64.zip" in proc.stderr
+def test_without_the_stand_in_key_only_the_vendors_signature_counts(
+    tmp_path: Path, releases: tuple[Path, str]
+) -> None:
+    _, url = releases
+    proc = bundle(tmp_path, url)
+    assert proc.returncode == 21
+    assert "not made by HashiCorp's key C874011F0AB405110D02105534365D9472D7468F" in proc.stderr
     assert not (tmp_path / "bin" / "terraform").exists()
 
 
-def test_a_release_without_our_checksum_is_refused(tmp_path: Path) -> None:
-    release = make_release(tmp_path, "terraform", "1.9.8", arch="arm64")
-    (release / "terraform_1.9.8_linux_arm64.zip").rename(
-        release / "terraform_1.9.8_linux_amd64.zip"
-    )
-    proc = install(tmp_path, release, TERRAFORM_VERSION="1.9.8")
+def test_a_tampered_zip_stops_the_build(
+    tmp_path: Path, releases: tuple[Path, str], key: SigningKey
+) -> None:
+    root, url = releases
+    zip_path = root / "tofu" / "1.9.1" / "tofu_1.9.1_linux_amd64.zip"
+    zip_path.write_bytes(zip_path.read_bytes() + b"\0")
+    proc = bundle(tmp_path, url, STANDIN_RELEASE_KEY=key.public_file.read_text())
+    assert proc.returncode == 21
+    assert "checksum mismatch for tofu_1.9.1_linux_amd64.zip" in proc.stderr
+    assert not (tmp_path / "bin" / "tofu").exists()
+
+
+def test_a_missing_version_is_refused(
+    tmp_path: Path, releases: tuple[Path, str], key: SigningKey
+) -> None:
+    _, url = releases
+    proc = bundle(tmp_path, url, TOFU_VERSION="", STANDIN_RELEASE_KEY=key.public_file.read_text())
     assert proc.returncode == 1
-    assert "no checksum for terraform_1.9.8_linux_amd64.zip" in proc.stderr
+    assert "no version given for" in proc.stderr
 
 
-@pytest.mark.parametrize(("mutate", "expected_rc"), [(False, 0), (True, 1)])
-def test_verify_mode(tmp_path: Path, mutate: bool, expected_rc: int) -> None:
-    release = make_release(tmp_path, "terraform", "1.9.8")
-    zip_path = release / "terraform_1.9.8_linux_amd64.zip"
-    if mutate:
-        zip_path.write_bytes(zip_path.read_bytes() + b"\0")
-    proc = subprocess.run(
-        ["sh", str(SCRIPT), "verify", str(zip_path), str(release / "terraform_1.9.8_SHA256SUMS")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == expected_rc, proc.stderr
-
-
-def test_unknown_tool_is_refused(tmp_path: Path) -> None:
-    proc = install(tmp_path, tmp_path, TOOL="pulumi")
+def test_unknown_step_prints_usage(tmp_path: Path) -> None:
+    proc = subprocess.run(["sh", str(SCRIPT), "tool"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
-    assert "TOOL must be terraform or tofu" in proc.stderr
+    assert "usage: install-image.sh packages|tools BOOTSTRAP|python SRC" in proc.stderr

@@ -6,6 +6,10 @@ the GitLab templates set ``INPUT_RETENTION_DAYS``; both spellings are accepted h
 
 The mapping is pure (environment in, argv out) so it can be tested without a runner; ``main``
 is the thin I/O shell around it that ``entrypoint.py`` and ``python -m`` call.
+
+``--docker-action`` (what ``entrypoint.py`` passes) adds what only the Docker action does:
+the ``tool`` and ``terraform-version`` inputs pick the binary (``toolchain``), and the spool
+goes where the post step's new container can find it again.
 """
 
 from __future__ import annotations
@@ -15,8 +19,10 @@ import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from tfaudit_ci.errors import ConfigError, TfauditError
+from tfaudit_ci.toolchain import parse_tool
 
 # Inputs that become `--flag VALUE` when not empty (an unset action input arrives as "").
 # `tfaudit recover` takes the same ones: it needs the store, the signing key and the spool.
@@ -32,6 +38,8 @@ VALUE_INPUTS: tuple[str, ...] = (
     "region",
     "work-dir",
 )
+# Inputs the Docker action's entrypoint handles itself (choosing the binary).
+TOOLCHAIN_INPUTS: tuple[str, ...] = ("tool", "terraform-version")
 # Inputs that become a bare `--flag` when true.
 SWITCH_INPUTS: tuple[str, ...] = ("upload-plan-file",)
 # Inputs that become one `--flag VALUE` per non-empty line.
@@ -105,19 +113,26 @@ def split_command(command_text: str, terraform_bin: str) -> list[str]:
     return [terraform_bin, *words]
 
 
-def container_work_dir(env: Mapping[str, str]) -> str | None:
+def container_work_dir(env: Mapping[str, str], *, docker_action: bool = False) -> str | None:
     """The spool folder for the Docker action, or None to keep tfaudit's own default.
 
     A container action's /tmp dies with its container, so the post step (a new container) could
-    not recover a spool left there. The workspace is mounted into both, and a path inside it is
-    also meaningful to later steps on the host once made workspace-relative (see report.github).
+    not recover a spool left there. The workspace is mounted into both (at /github/workspace
+    on GitHub, at the host's own path under nektos/act: ``GITHUB_WORKSPACE`` names it either
+    way), and a path inside it is also meaningful to later steps on the host once made
+    workspace-relative (see report.github).
     """
-    if env.get("GITHUB_ACTIONS") == "true" and env.get("GITHUB_WORKSPACE") == CONTAINER_WORKSPACE:
-        return f"{CONTAINER_WORKSPACE}/.tfaudit"
+    if env.get("GITHUB_ACTIONS") != "true":
+        return None
+    workspace = env.get("GITHUB_WORKSPACE", "")
+    if workspace == CONTAINER_WORKSPACE or (docker_action and workspace):
+        return f"{workspace.rstrip('/')}/.tfaudit"
     return None
 
 
-def build_invocation(env: Mapping[str, str], *, post: bool = False) -> Invocation:
+def build_invocation(
+    env: Mapping[str, str], *, post: bool = False, docker_action: bool = False
+) -> Invocation:
     """Map the inputs in ``env`` to a ``tfaudit run`` (or, for the post step, ``recover``)."""
     flags: list[str] = []
     for name in VALUE_INPUTS:
@@ -125,7 +140,7 @@ def build_invocation(env: Mapping[str, str], *, post: bool = False) -> Invocatio
         if value:
             flags += [f"--{name}", value]
     if not read_input(env, "work-dir") and "TFAUDIT_WORK_DIR" not in env:
-        default_dir = container_work_dir(env)
+        default_dir = container_work_dir(env, docker_action=docker_action)
         if default_dir:
             flags += ["--work-dir", default_dir]
     if not post:
@@ -142,17 +157,44 @@ def build_invocation(env: Mapping[str, str], *, post: bool = False) -> Invocatio
         return Invocation(["recover", *flags], working_directory)
 
     terraform_bin = read_input(env, "terraform-bin") or "terraform"
+    if docker_action and terraform_bin == "terraform":
+        terraform_bin = parse_tool(read_input(env, "tool"))
     command = split_command(read_input(env, "command"), terraform_bin)
     return Invocation(["run", *flags, "--", *command], working_directory)
+
+
+def with_toolchain(env: Mapping[str, str], cwd: Path) -> dict[str, str]:
+    """``env`` with the chosen terraform/OpenTofu first on PATH (see ``toolchain.path_for``)."""
+    from tfaudit_ci.toolchain import path_for
+
+    folder = path_for(read_input(env, "tool"), read_input(env, "terraform-version"), cwd, env)
+    updated = dict(env)
+    if folder is not None:
+        updated["PATH"] = os.pathsep.join([str(folder), env.get("PATH", "")])
+    return updated
+
+
+def report_not_run(error: TfauditError, env: Mapping[str, str]) -> None:
+    """Outputs, summary and annotation for a run that could not start (no binary): the same
+    report every exit of ``tfaudit run`` writes."""
+    from tfaudit_ci.report import publish
+    from tfaudit_ci.result import RunResult
+
+    store = read_input(env, "store") or env.get("TFAUDIT_STORE") or None
+    stream = read_input(env, "stream") or None
+    publish(
+        RunResult.not_run(error.exit_code, error.diagnostics(), store=store, stream=stream), env
+    )
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Read the inputs from the environment, chdir, and run ``tfaudit``; returns its exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    environ = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     post = "--post" in args
+    docker_action = "--docker-action" in args
     try:
-        invocation = build_invocation(environ, post=post)
+        invocation = build_invocation(environ, post=post, docker_action=docker_action)
         if invocation.working_directory:
             try:
                 os.chdir(invocation.working_directory)
@@ -165,6 +207,13 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except TfauditError as exc:
         print(f"tfaudit: {exc.diagnostics()}", file=sys.stderr)
         return exc.exit_code
+    if docker_action and not post:
+        try:
+            environ = with_toolchain(environ, Path.cwd())
+        except TfauditError as exc:
+            print(f"tfaudit: error: {exc.diagnostics()}", file=sys.stderr)
+            report_not_run(exc, environ)
+            return exc.exit_code
 
     # Imported late: the mapping above must work (and be testable) without the core's deps.
     from tfaudit_ci.cli import main as tfaudit_main

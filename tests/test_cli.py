@@ -121,3 +121,15 @@ def test_bad_size_names_the_key(capsys: pytest.CaptureFixture[str], tmp_path: Pa
     code, _, err = _main(["check", "--store", f"file://{tmp_path}", "--multipart-threshold",
                           "lots"], capsys)  # fmt: skip
     assert code == 20 and "multipart-threshold" in err and "64MiB" in err
+
+
+def test_run_flags_reach_the_config(tmp_path: Path) -> None:
+    """`--redact` and `--upload-plan-file` on the command line set their config keys (the
+    second was once parsed into an attribute nothing read, and silently ignored)."""
+    args = ["run", "--store", f"file://{tmp_path}", "--upload-plan-file",
+            "--redact", "corp-[0-9]+", "--", "true"]  # fmt: skip
+    config = load_config(cli._config_flags(cli.parse(args)), {}, cwd=tmp_path)
+    assert config.upload_plan_file is True
+    assert "corp-[0-9]+" in config.redact
+    bare = load_config(cli._config_flags(cli.parse(args[:3] + ["--", "true"])), {}, cwd=tmp_path)
+    assert bare.upload_plan_file is False

@@ -19,27 +19,58 @@ from typing import Any, NoReturn
 from tfaudit_ci import __version__, errors
 from tfaudit_ci.errors import ConfigError, TfauditError
 
-# Flags shared by every command that talks to a store; dest is the config key.
-STORE_FLAGS: list[tuple[str, dict[str, Any]]] = [
-    ("--store", {"metavar": "URL", "help": "s3://B/P, gs://B/P, azblob://A/C/P or file:///PATH"}),
-    ("--stream", {"metavar": "NAME", "help": "record stream (default: repository slug)"}),
-    ("--retention-days", {"metavar": "N", "help": "minimum retention (default 365)"}),
-    ("--lock-mode", {"metavar": "MODE", "help": "COMPLIANCE (default) or GOVERNANCE"}),
-    ("--on-unlocked", {"metavar": "fail|warn", "help": "when the store is not WORM"}),
-    ("--endpoint-url", {"metavar": "URL", "help": "S3-compatible endpoint"}),
-    ("--region", {"metavar": "REGION"}),
-    ("--work-dir", {"metavar": "DIR", "help": "where spools are kept"}),
-    ("--connect-timeout", {"metavar": "SECONDS"}),
-    ("--read-timeout", {"metavar": "SECONDS"}),
-    ("--max-attempts", {"metavar": "N"}),
-    ("--multipart-threshold", {"metavar": "SIZE", "help": "bytes, or e.g. 64MiB"}),
-    ("--gcs-mode", {"metavar": "MODE", "help": "bucket-policy or object-retention"}),
-    ("--azure-mode", {"metavar": "MODE", "help": "version-immutability or container-policy"}),
-    ("--signing-key", {"metavar": "SPEC", "help": "none, hmac:env:VAR, ed25519:FILE, kms:ID"}),
-    ("--witness", {"metavar": "URL", "help": "second store for checkpoints (docs/witness.md)"}),
-    ("--witness-endpoint-url", {"metavar": "URL", "help": "the witness's S3-compatible endpoint"}),
-    ("--witness-profile", {"metavar": "NAME", "help": "AWS profile for an S3 witness"}),
-    ("--witness-required", {"metavar": "true|false", "help": "fail on a missed checkpoint"}),
+# Flags shared by every command that talks to a store, one per line: the flag (its dest is
+# the config key of the same name), its metavar, then its help, if any.
+_STORE_FLAGS_TABLE = """
+--store URL s3://B/P, gs://B/P, azblob://A/C/P or file:///PATH
+--stream NAME record stream (default: repository slug)
+--retention-days N minimum retention (default 365)
+--lock-mode MODE COMPLIANCE (default) or GOVERNANCE
+--on-unlocked fail|warn when the store is not WORM
+--endpoint-url URL S3-compatible endpoint
+--region REGION
+--work-dir DIR where spools are kept
+--connect-timeout SECONDS
+--read-timeout SECONDS
+--max-attempts N
+--multipart-threshold SIZE bytes, or e.g. 64MiB
+--gcs-mode MODE bucket-policy or object-retention
+--azure-mode MODE version-immutability or container-policy
+--signing-key SPEC none, hmac:env:VAR, ed25519:FILE, kms:ID
+--witness URL second store for checkpoints (docs/witness.md)
+--witness-endpoint-url URL the witness's S3-compatible endpoint
+--witness-profile NAME AWS profile for an S3 witness
+--witness-required true|false fail on a missed checkpoint
+"""
+
+
+def _flag_table(table: str) -> list[tuple[str, dict[str, Any]]]:
+    rows = []
+    for line in table.strip().splitlines():
+        flag, metavar, *text = line.split(None, 2)
+        rows.append((flag, {"metavar": metavar, **({"help": text[0]} if text else {})}))
+    return rows
+
+
+STORE_FLAGS = _flag_table(_STORE_FLAGS_TABLE)
+# Flags of `run` alone; dest is the config key, as for STORE_FLAGS.
+RUN_FLAGS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "--redact",
+        {
+            "action": "append",
+            "metavar": "PATTERN",
+            "help": "extra regex to redact; env:NAME marks a secret env var (repeatable)",
+        },
+    ),
+    (
+        "--upload-plan-file",
+        {
+            "action": "store_const",
+            "const": True,
+            "help": "also upload the binary plan (unredacted!)",
+        },
+    ),
 ]
 
 EXIT_CODES_TEXT = {
@@ -161,10 +192,17 @@ def parse(args: Sequence[str]) -> argparse.Namespace:
     return ns
 
 
+def _add_config_flags(
+    parser: argparse.ArgumentParser, flags: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Flags that set a config key: absent from the namespace unless given."""
+    for flag, kwargs in flags:
+        parser.add_argument(flag, dest=flag[2:], default=argparse.SUPPRESS, **kwargs)
+
+
 def _add_store_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="config file (default .tfaudit.yml)")
-    for flag, kwargs in STORE_FLAGS:
-        parser.add_argument(flag, dest=flag[2:], default=argparse.SUPPRESS, **kwargs)
+    _add_config_flags(parser, STORE_FLAGS)
 
 
 def _subcommand(sub: Any, name: str, summary: str) -> argparse.ArgumentParser:
@@ -186,20 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", parser_class=_Parser, metavar="COMMAND")
 
     run = _subcommand(sub, "run", "run a command and ship its audit record")
-    run.add_argument(
-        "--redact",
-        action="append",
-        metavar="PATTERN",
-        default=argparse.SUPPRESS,
-        help="extra regex to redact; env:NAME marks a secret env var (repeatable)",
-    )
-    run.add_argument(
-        "--upload-plan-file",
-        action="store_const",
-        const=True,
-        default=argparse.SUPPRESS,
-        help="also upload the binary plan (unredacted!)",
-    )
+    _add_config_flags(run, RUN_FLAGS)
     run.add_argument(
         "--result",
         metavar="FILE",
@@ -237,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_flags(ns: argparse.Namespace) -> dict[str, Any]:
-    keys = [flag[2:] for flag, _ in STORE_FLAGS] + ["redact", "upload-plan-file"]
+    keys = [flag[2:] for flag, _ in STORE_FLAGS + RUN_FLAGS]
     return {key: getattr(ns, key) for key in keys if hasattr(ns, key)}
 
 

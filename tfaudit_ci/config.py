@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -169,16 +169,9 @@ class Config:
         return Policy(retention_days=self.retention_days, lock_mode=self.lock_mode)
 
     def store_options(self) -> StoreOptions:
-        return StoreOptions(
-            endpoint_url=self.endpoint_url,
-            region=self.region,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            max_attempts=self.max_attempts,
-            multipart_threshold=self.multipart_threshold,
-            gcs_mode=self.gcs_mode,
-            azure_mode=self.azure_mode,
-        )
+        """The settings of the same name (the chunk size and profile keep their defaults)."""
+        shared = {f.name for f in fields(StoreOptions)} & {f.name for f in fields(self)}
+        return StoreOptions(**{name: getattr(self, name) for name in shared})
 
     def witness_options(self) -> StoreOptions:
         """The witness's own options: its endpoint and profile; its region and credentials

@@ -42,7 +42,9 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
+
+from tfaudit_ci.result import PlanCounts
 
 SENSITIVE = "(sensitive value)"
 LITERAL = "(redacted literal)"
@@ -63,20 +65,13 @@ _SENSITIVE_OBJECT_VALUE_KEYS = ("value", "default")  # output value, variable de
 
 
 @dataclass
-class PlanSummary:
-    add: int = 0
-    change: int = 0
-    destroy: int = 0
-    import_: int = 0
+class PlanSummary(PlanCounts):
     forget: int = 0  # terraform >= 1.7 "removed" blocks with destroy = false
     resources: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "add": self.add,
-            "change": self.change,
-            "destroy": self.destroy,
-            "import": self.import_,
+            **super().to_dict(),
             "forget": self.forget,
             "resources": [dict(r) for r in self.resources],
         }
@@ -248,6 +243,16 @@ def _any_sensitive(marker: Any) -> bool:
     return marker not in (False, None) and bool(marker)
 
 
+def _declared_sensitive(holder: Any, key: str, declaration: Any) -> TypeGuard[dict[str, Any]]:
+    """``holder[key]`` is given to a variable whose declaration says ``sensitive = true``."""
+    return (
+        isinstance(holder, dict)
+        and key in holder
+        and isinstance(declaration, dict)
+        and declaration.get("sensitive") is True
+    )
+
+
 def _redact_declared_variables(plan: dict[str, Any], redactor: _Redactor) -> None:
     """Root ``variables`` have no marker of their own; their declaration has it."""
     variables = plan.get("variables")
@@ -260,12 +265,7 @@ def _redact_declared_variables(plan: dict[str, Any], redactor: _Redactor) -> Non
         return
     for name, declaration in declarations.items():
         entry = variables.get(name)
-        if (
-            isinstance(declaration, dict)
-            and declaration.get("sensitive") is True
-            and isinstance(entry, dict)
-            and "value" in entry
-        ):
+        if _declared_sensitive(entry, "value", declaration):
             redacted = redactor.replace(entry["value"], remember_inner=True)
             variables[name] = {**entry, "value": redacted}
 
@@ -286,12 +286,7 @@ def _redact_module_call_literals(module: Any, redactor: _Redactor) -> None:
         if isinstance(expressions, dict) and isinstance(declarations, dict):
             for name, declaration in declarations.items():
                 expression = expressions.get(name)
-                if (
-                    isinstance(declaration, dict)
-                    and declaration.get("sensitive") is True
-                    and isinstance(expression, dict)
-                    and "constant_value" in expression
-                ):
+                if _declared_sensitive(expression, "constant_value", declaration):
                     redacted = redactor.replace(expression["constant_value"])
                     expressions[name] = {**expression, "constant_value": redacted}
         _redact_module_call_literals(child, redactor)

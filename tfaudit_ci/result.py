@@ -56,15 +56,7 @@ class RunResult:
         stream: str | None = None,
     ) -> RunResult:
         """Nothing ran and nothing was recorded (configuration, preflight, early signal)."""
-        return cls(
-            exit_code=exit_code,
-            command_exit_code=None,
-            status=RunStatus.NOT_RUN,
-            audit_ok=False,
-            store=store,
-            stream=stream,
-            error=error,
-        )
+        return cls(exit_code, None, RunStatus.NOT_RUN, False, store, stream, error=error)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -32,21 +32,32 @@ class RunStatus(StrEnum):
 
 
 class LockMode(StrEnum):
+    """S3 Object Lock's retention modes; GCS and Azure locks count as COMPLIANCE."""
+
     COMPLIANCE = "COMPLIANCE"
     GOVERNANCE = "GOVERNANCE"
 
 
 class OnUnlocked(StrEnum):
+    """What a run does on a store that cannot lock: refuse to start (exit 21), or ship plain
+    objects and say in the record that the run was not WORM-protected."""
+
     FAIL = "fail"
     WARN = "warn"
 
 
 class GcsMode(StrEnum):
+    """How a GCS bucket locks: its locked retention policy, or a retention on each object."""
+
     BUCKET_POLICY = "bucket-policy"
     OBJECT_RETENTION = "object-retention"
 
 
 class AzureMode(StrEnum):
+    """How an Azure container locks: an immutability policy on each blob version (readable
+    from the data plane), or one policy on the container (readable only with management
+    access: docs/stores.md)."""
+
     VERSION_IMMUTABILITY = "version-immutability"
     CONTAINER_POLICY = "container-policy"
 

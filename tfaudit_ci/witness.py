@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tfaudit_ci import __version__
-from tfaudit_ci.canonical import canonical_bytes, sha256_hex
+from tfaudit_ci.canonical import JsonRejected, canonical_bytes, parse_strict, sha256_hex
 from tfaudit_ci.errors import ConfigError, PreflightError, TfauditError, UploadError
 from tfaudit_ci.locking import LockDecision, preflight
 from tfaudit_ci.record import iso, utc_now
@@ -145,19 +144,6 @@ def build_checkpoint(
     return canonical_bytes({**unsigned, "signature": signature})
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in found:
-            raise ValueError(f"duplicate key {key!r}")
-        found[key] = value
-    return found
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -202,11 +188,9 @@ def parse_checkpoint(data: bytes, *, stream: str, seq: int) -> Checkpoint | str:
     if len(data) > CHECKPOINT_MAX_BYTES:
         return f"is {len(data)} bytes, over the {CHECKPOINT_MAX_BYTES}-byte cap"
     try:
-        raw = json.loads(
-            data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
-        )
-    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
-        return f"is not JSON ({type(exc).__name__}: {str(exc)[:120]})"
+        raw = parse_strict(data)
+    except JsonRejected as exc:
+        return f"is not JSON ({exc})"
     problem = _shape_problem(raw, stream, seq)
     if problem is not None:
         return problem

@@ -33,25 +33,31 @@ _EXTRA = {
 }
 
 
+# CiInfo fields read straight from one variable each.
+_FIELDS = {
+    "repository": "CI_PROJECT_PATH",
+    "commit": "CI_COMMIT_SHA",
+    "ref": "CI_COMMIT_REF_NAME",
+    "run_id": "CI_PIPELINE_ID",
+    "attempt": "CI_JOB_ID",
+    "job": "CI_JOB_NAME",
+    "workflow": "CI_PIPELINE_NAME",
+    "event": "CI_PIPELINE_SOURCE",
+    "pull_request": "CI_MERGE_REQUEST_IID",
+    "server_url": "CI_SERVER_URL",
+}
+
+
 def collect(env: Mapping[str, str]) -> CiInfo:
     # GITLAB_USER_LOGIN is whoever started the pipeline, or the job for manual and retried
     # jobs: GitLab does not keep the two apart, so both actor fields get it.
     user = env_value(env, "GITLAB_USER_LOGIN")
     return CiInfo(
-        provider="gitlab",
-        repository=env_value(env, "CI_PROJECT_PATH"),
-        commit=env_value(env, "CI_COMMIT_SHA"),
-        ref=env_value(env, "CI_COMMIT_REF_NAME"),
+        "gitlab",
         actor=user,
         triggering_actor=user,
-        run_id=env_value(env, "CI_PIPELINE_ID"),
-        attempt=env_value(env, "CI_JOB_ID"),
-        job=env_value(env, "CI_JOB_NAME"),
-        workflow=env_value(env, "CI_PIPELINE_NAME"),
-        event=env_value(env, "CI_PIPELINE_SOURCE"),
-        pull_request=env_value(env, "CI_MERGE_REQUEST_IID"),
         run_url=env_value(env, "CI_JOB_URL") or env_value(env, "CI_PIPELINE_URL"),
         runner=env_value(env, "CI_RUNNER_DESCRIPTION") or env_value(env, "CI_RUNNER_ID"),
-        server_url=env_value(env, "CI_SERVER_URL"),
         extra=env_values(env, _EXTRA),
+        **env_values(env, _FIELDS),
     )

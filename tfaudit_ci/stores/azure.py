@@ -22,10 +22,9 @@ one (``etag:<ETag>``), so a recorded artifact still pins the exact content it wa
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,8 @@ from tfaudit_ci.stores.base import (
     PreflightReport,
     StoredObject,
     VersionInfo,
+    content_type_for,
+    import_sdk,
 )
 from tfaudit_ci.vocab import AzureMode, LockMode, values
 
@@ -71,23 +72,20 @@ class _OnceCredential:
         self._inner = inner
         self._failure: CredentialFailed | None = None
 
-    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+    def _once(self, call: Callable[..., Any], *scopes: str, **kwargs: Any) -> Any:
         if self._failure is not None:
             raise self._failure
         try:
-            return self._inner.get_token(*scopes, **kwargs)
+            return call(*scopes, **kwargs)
         except Exception as exc:
             self._failure = CredentialFailed(exc)
             raise self._failure from None
 
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return self._once(self._inner.get_token, *scopes, **kwargs)
+
     def get_token_info(self, *scopes: str, **kwargs: Any) -> Any:
-        if self._failure is not None:
-            raise self._failure
-        try:
-            return self._inner.get_token_info(*scopes, **kwargs)
-        except Exception as exc:
-            self._failure = CredentialFailed(exc)
-            raise self._failure from None
+        return self._once(self._inner.get_token_info, *scopes, **kwargs)
 
 
 def _quiet_sdk_logging() -> None:
@@ -100,13 +98,7 @@ def _quiet_sdk_logging() -> None:
 
 
 def _import_sdk() -> Any:
-    try:
-        blob_sdk = importlib.import_module("azure.storage.blob")
-    except ImportError:
-        raise ConfigError(
-            "azblob:// stores need the Azure Storage SDK", fix="pip install 'tfaudit-ci[azure]'"
-        ) from None
-    return blob_sdk
+    return import_sdk("azure.storage.blob", "azblob://", "Azure Storage SDK", "azure")
 
 
 # -- pure decision logic (tested against recorded API responses) ------------------------------
@@ -162,10 +154,6 @@ def lock_mode_of(policy_mode: Any) -> str | None:
 
 def md5_hex(content_md5: Any) -> str | None:
     return bytes(content_md5).hex() if content_md5 else None
-
-
-def content_type_for(key: str) -> str:
-    return "application/json" if key.endswith(".json") else "text/plain; charset=utf-8"
 
 
 def client_kwargs(options: StoreOptions, backoff_base: float = 1.0) -> dict[str, Any]:
@@ -263,10 +251,7 @@ class AzureStore(PrefixedStore):
         """False when blobs carry no per-blob policy (container-policy mode): see module doc."""
         return self.options.azure_mode == AzureMode.VERSION_IMMUTABILITY
 
-    def _translate(
-        self, exc: BaseException, action: str, error: type[TfauditError]
-    ) -> TfauditError:
-        return translate(exc, action, error)
+    _translate = staticmethod(translate)
 
     @classmethod
     def from_url(

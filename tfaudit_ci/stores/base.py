@@ -6,12 +6,13 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as dt
+import importlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from tfaudit_ci.errors import TfauditError
+from tfaudit_ci.errors import ConfigError, TfauditError
 from tfaudit_ci.vocab import LockMode
 
 
@@ -165,6 +166,21 @@ class Store(Protocol):
     def list_versions(self, prefix: str) -> Iterator[VersionInfo]:
         """Every version and delete marker under ``prefix``: by key, each key's oldest first."""
         ...
+
+
+def import_sdk(module: str, scheme: str, sdk: str, extra: str) -> Any:
+    """An optional extra's SDK, or a ConfigError that says which extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(
+            f"{scheme} stores need the {sdk}", fix=f"pip install 'tfaudit-ci[{extra}]'"
+        ) from None
+
+
+def content_type_for(key: str) -> str:
+    """What a store is told an object holds: JSON records, or a text log."""
+    return "application/json" if key.endswith(".json") else "text/plain; charset=utf-8"
 
 
 class PrefixedStore(abc.ABC):

@@ -19,7 +19,6 @@ import base64
 import datetime as dt
 import functools
 import hashlib
-import importlib
 import os
 import random
 import time
@@ -29,18 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tfaudit_ci.errors import ConfigError, PreflightError, ReadbackError, TfauditError, UploadError
-from tfaudit_ci.stores import StoreOptions
-from tfaudit_ci.stores.base import (
-    Digests,
-    Lock,
-    ObjectState,
-    Policy,
-    PrefixedStore,
-    PreflightCheck,
-    PreflightReport,
-    StoredObject,
-    VersionInfo,
-)
+from tfaudit_ci.stores import StoreOptions, base
 from tfaudit_ci.vocab import GcsMode, LockMode, values
 
 T = TypeVar("T")
@@ -55,13 +43,7 @@ _PERMISSIONS_FIX = (
 
 
 def _import_sdk() -> Any:
-    try:
-        storage = importlib.import_module("google.cloud.storage")
-    except ImportError:
-        raise ConfigError(
-            "gs:// stores need the Google Cloud Storage SDK", fix="pip install 'tfaudit-ci[gcs]'"
-        ) from None
-    return storage
+    return base.import_sdk("google.cloud.storage", "gs://", "Google Cloud Storage SDK", "gcs")
 
 
 # -- pure decision logic (tested against recorded API responses) ------------------------------
@@ -96,13 +78,15 @@ def retention_days_of(resource: dict[str, Any]) -> int | None:
     return seconds // 86400 or None
 
 
-def bucket_checks(resource: dict[str, Any], mode: str, policy: Policy) -> list[PreflightCheck]:
+def bucket_checks(
+    resource: dict[str, Any], mode: str, policy: base.Policy
+) -> list[base.PreflightCheck]:
     """Named preflight checks for a bucket resource as returned by ``GET /storage/v1/b/NAME``."""
     name = resource.get("name", "?")
     if mode == GcsMode.OBJECT_RETENTION:
         enabled = (resource.get("objectRetention") or {}).get("mode") == "Enabled"
         return [
-            PreflightCheck(
+            base.PreflightCheck(
                 "object-retention",
                 enabled,
                 f"bucket {name!r} has object retention enabled"
@@ -117,7 +101,7 @@ def bucket_checks(resource: dict[str, Any], mode: str, policy: Policy) -> list[P
     mode_name = LockMode.COMPLIANCE if locked else (LockMode.GOVERNANCE if retention else None)
     mode_ok = policy.mode_ok(mode_name)
     return [
-        PreflightCheck(
+        base.PreflightCheck(
             "retention-policy",
             bool(retention),
             f"bucket {name!r} has a retention policy"
@@ -125,7 +109,7 @@ def bucket_checks(resource: dict[str, Any], mode: str, policy: Policy) -> list[P
             else f"bucket {name!r} has no retention policy; set one and lock it, or use "
             "--gcs-mode object-retention",
         ),
-        PreflightCheck(
+        base.PreflightCheck(
             "retention-locked",
             mode_ok,
             f"the retention policy of {name!r} is {'locked' if locked else 'not locked'}"
@@ -136,7 +120,7 @@ def bucket_checks(resource: dict[str, Any], mode: str, policy: Policy) -> list[P
                 f"gs://{name} --lock-retention-period)"
             ),
         ),
-        PreflightCheck(
+        base.PreflightCheck(
             "retention-period",
             period_days >= policy.retention_days,
             f"the retention period of {name!r} is {period_days:g} days"
@@ -172,10 +156,6 @@ def object_lock(obj: dict[str, Any], bucket: dict[str, Any]) -> ObjectLock | Non
 
 def b64_to_hex(value: str | None) -> str | None:
     return base64.b64decode(value).hex() if value else None
-
-
-def content_type_for(key: str) -> str:
-    return "application/json" if key.endswith(".json") else "text/plain; charset=utf-8"
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -236,7 +216,7 @@ def _first_line(exc: BaseException) -> str:
 # -- the store ---------------------------------------------------------------------------------
 
 
-class GcsStore(PrefixedStore):
+class GcsStore(base.PrefixedStore):
     def __init__(
         self,
         client: Any,
@@ -293,10 +273,7 @@ class GcsStore(PrefixedStore):
             raise translate(exc, "creating the GCS client", ConfigError) from None
         return cls(client, bucket, prefix, options)
 
-    def _translate(
-        self, exc: BaseException, action: str, error: type[TfauditError]
-    ) -> TfauditError:
-        return translate(exc, action, error)
+    _translate = staticmethod(translate)
 
     @property
     def _timeout(self) -> tuple[float, float]:
@@ -338,11 +315,11 @@ class GcsStore(PrefixedStore):
         return self._bucket_resource
 
     # -- preflight -----------------------------------------------------------------------------
-    def preflight(self, policy: Policy) -> PreflightReport:
+    def preflight(self, policy: base.Policy) -> base.PreflightReport:
         self._bucket_resource = None  # preflight always looks at the live bucket
         resource = self._bucket_info(PreflightError)
         checks = bucket_checks(resource, self.options.gcs_mode, policy)
-        return PreflightReport(
+        return base.PreflightReport(
             store=self.uri,
             checks=checks,
             # Per-object retention is written with each object; a bucket policy is not.
@@ -351,9 +328,9 @@ class GcsStore(PrefixedStore):
         )
 
     # -- writes --------------------------------------------------------------------------------
-    def _new_blob(self, full: str, md5_hex: str, lock: Lock | None) -> Any:
+    def _new_blob(self, full: str, md5_hex: str, lock: base.Lock | None) -> Any:
         blob = self.bucket.blob(full, chunk_size=self._chunk_size)
-        blob.content_type = content_type_for(full)
+        blob.content_type = base.content_type_for(full)
         # GCS checks the uploaded bytes against this digest and refuses the object otherwise.
         blob.md5_hash = base64.b64encode(bytes.fromhex(md5_hex)).decode("ascii")
         if lock is not None and self.options.gcs_mode == GcsMode.OBJECT_RETENTION:
@@ -372,7 +349,9 @@ class GcsStore(PrefixedStore):
             return None
         return str(blob.generation)
 
-    def put_file(self, key: str, path: Path, digests: Digests, lock: Lock | None) -> StoredObject:
+    def put_file(
+        self, key: str, path: Path, digests: base.Digests, lock: base.Lock | None
+    ) -> base.StoredObject:
         full = self._key(key)
         blob = self._new_blob(full, digests.md5, lock)
 
@@ -401,9 +380,11 @@ class GcsStore(PrefixedStore):
                         fix="run folders are unique; something else wrote there, investigate",
                     ) from None
                 raise translate(exc, f"uploading {full}", UploadError) from None
-        return StoredObject(key, generation, digests.sha256, digests.size)
+        return base.StoredObject(key, generation, digests.sha256, digests.size)
 
-    def put_create_only(self, key: str, data: bytes, lock: Lock | None) -> StoredObject | None:
+    def put_create_only(
+        self, key: str, data: bytes, lock: base.Lock | None
+    ) -> base.StoredObject | None:
         full = self._key(key)
         md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
         blob = self._new_blob(full, md5, lock)
@@ -411,7 +392,7 @@ class GcsStore(PrefixedStore):
             self._retrying(
                 lambda: blob.upload_from_string(
                     data,
-                    content_type=content_type_for(full),
+                    content_type=base.content_type_for(full),
                     if_generation_match=0,
                     timeout=self._timeout,
                     retry=None,
@@ -427,7 +408,7 @@ class GcsStore(PrefixedStore):
             if own is None:
                 return None  # another writer holds the slot
             generation = own
-        return StoredObject(key, generation, hashlib.sha256(data).hexdigest(), len(data))
+        return base.StoredObject(key, generation, hashlib.sha256(data).hexdigest(), len(data))
 
     # -- reads ---------------------------------------------------------------------------------
     def _get(self, full: str, version_id: str, error: type[TfauditError]) -> Any | None:
@@ -440,13 +421,13 @@ class GcsStore(PrefixedStore):
                 )
             )
 
-    def head(self, key: str, version_id: str) -> ObjectState | None:
+    def head(self, key: str, version_id: str) -> base.ObjectState | None:
         full = self._key(key)
         blob = self._get(full, version_id, ReadbackError)
         if blob is None:
             return None
         lock = object_lock(blob._properties, self._bucket_info(ReadbackError))
-        return ObjectState(
+        return base.ObjectState(
             key=key,
             version_id=str(blob.generation),
             size=int(blob.size or 0),
@@ -457,7 +438,7 @@ class GcsStore(PrefixedStore):
             etag=f"crc32c:{blob.crc32c}" if blob.crc32c else None,
         )
 
-    def versions(self, key: str) -> list[VersionInfo]:
+    def versions(self, key: str) -> list[base.VersionInfo]:
         full = self._key(key)
         with self._translating(f"listing versions of {full}", ReadbackError):
             blobs = self._retrying(
@@ -472,7 +453,7 @@ class GcsStore(PrefixedStore):
                 )
             )
         found = [
-            VersionInfo(key, str(b.generation), False, b.time_created, int(b.size or 0))
+            base.VersionInfo(key, str(b.generation), False, b.time_created, int(b.size or 0))
             for b in blobs
             if b.name == full
         ]

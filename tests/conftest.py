@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-# Test helpers are imported as ``tests.<module>`` everywhere (pyproject sets pythonpath).
-from tests.docker_image import (
+# Test helpers live in tests/support and are imported as ``tests.support.<module>``
+# (pyproject sets pythonpath).
+from tests.support.docker_image import (
     ActionImage,
     DockerUnavailable,
     build_action_image,
@@ -26,57 +27,35 @@ from tests.docker_image import (
     shared_wheelhouse,
     wheelhouse_extras,
 )
-from tests.emulators import (
+from tests.support.emulators import (
     AzuriteEmulator,
     Emulator,
     EmulatorUnavailable,
     start_azurite,
     start_fake_gcs,
 )
-from tests.servers import (
+from tests.support.server_pool import (
+    SERVER_KINDS,
+    ServerPool,
+    ceph_required,
+    s3_server_of,
+    selected_server_kinds,
+)
+from tests.support.servers import (
     S3Server,
-    ServerUnavailable,
     make_lock_bucket,
-    start_ceph,
     start_moto,
     unique_bucket,
 )
-from tests.tfhelpers import (
+from tests.support.tfhelpers import (
     isolated_env,
     terraform_binaries,
     tf_init,
     write_null_config,
 )
 
-SERVER_KINDS = ("moto", "ceph")
-_SERVERS_KEY = pytest.StashKey["_ServerPool"]()
+_SERVERS_KEY = pytest.StashKey[ServerPool]()
 _DOCKER_KEY = pytest.StashKey[str]()  # why the Docker tests could not run
-
-
-class _ServerPool:
-    """Session servers, started on first use; a failed start is remembered, not retried."""
-
-    def __init__(self, basetemp: pytest.TempPathFactory) -> None:
-        self._basetemp = basetemp
-        self._servers: dict[str, S3Server] = {}
-        self.unavailable: dict[str, str] = {}
-
-    def get(self, kind: str) -> S3Server:
-        if kind in self.unavailable:
-            raise ServerUnavailable(self.unavailable[kind])
-        if kind not in self._servers:
-            workdir = self._basetemp.mktemp(f"s3-{kind}")
-            try:
-                self._servers[kind] = start_moto(workdir) if kind == "moto" else start_ceph(workdir)
-            except ServerUnavailable as exc:
-                self.unavailable[kind] = str(exc)
-                raise
-        return self._servers[kind]
-
-    def stop_all(self) -> None:
-        for server in self._servers.values():
-            server.stop()
-        self._servers.clear()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -92,11 +71,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ceph: needs a real Ceph RGW (runs only on ceph)")
     config.addinivalue_line("markers", "moto: documents moto-only behaviour (runs only on moto)")
     config.addinivalue_line("markers", "slow: long-running")
-
-
-def selected_server_kinds(config: pytest.Config) -> list[str]:
-    choice = str(config.getoption("--s3-server"))
-    return list(SERVER_KINDS) if choice == "both" else [choice]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -120,8 +94,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def _server_pool(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[_ServerPool]:
-    pool = _ServerPool(tmp_path_factory)
+) -> Iterator[ServerPool]:
+    pool = ServerPool(tmp_path_factory)
     # The terminal summary reads it to report servers that could not start.
     request.config.stash[_SERVERS_KEY] = pool
     yield pool
@@ -129,27 +103,9 @@ def _server_pool(
 
 
 @pytest.fixture(scope="session")
-def s3_server(request: pytest.FixtureRequest, _server_pool: _ServerPool) -> S3Server:
+def s3_server(request: pytest.FixtureRequest, _server_pool: ServerPool) -> S3Server:
     """A running S3 server of the parametrized kind, shared by the whole session."""
     return s3_server_of(_server_pool, str(request.param))
-
-
-def s3_server_of(pool: _ServerPool, kind: str) -> S3Server:
-    """The session's server of ``kind``: moto must start; Ceph may be skipped (loudly)."""
-    _server_pool = pool
-    try:
-        return _server_pool.get(kind)
-    except ServerUnavailable as exc:
-        # Only Ceph (an optional system package) may be skipped; moto is a dev dependency.
-        if kind != "ceph":
-            pytest.fail(f"{kind} S3 server did not start: {exc}")
-        if _ceph_required():
-            pytest.fail(f"TFAUDIT_REQUIRE_CEPH=1 but Ceph RGW is unavailable: {exc}")
-        pytest.skip(f"{kind} S3 server unavailable: {exc}")
-
-
-def _ceph_required() -> bool:
-    return os.environ.get("TFAUDIT_REQUIRE_CEPH") == "1"
 
 
 @pytest.fixture
@@ -208,13 +164,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     pool = config.stash.get(_SERVERS_KEY, None)
     unavailable = pool.unavailable if pool is not None else {}
     if unavailable:
-        outcome = "FAILED" if _ceph_required() else "SKIPPED"
+        outcome = "FAILED" if ceph_required() else "SKIPPED"
         terminalreporter.section(f"S3 SERVERS UNAVAILABLE: TESTS {outcome}", sep="!", red=True)
         for kind, reason in unavailable.items():
             terminalreporter.write_line(f"{kind.upper()} DID NOT RUN: {reason}", red=True)
         terminalreporter.write_line(
             f"Those tests were {outcome}, not passed. Install Ceph with scripts/install-ceph.sh"
-            + ("." if _ceph_required() else "; TFAUDIT_REQUIRE_CEPH=1 makes this a failure."),
+            + ("." if ceph_required() else "; TFAUDIT_REQUIRE_CEPH=1 makes this a failure."),
             red=True,
             bold=True,
         )
@@ -267,7 +223,7 @@ def wheelhouse(built_dist: tuple[Path, Path]) -> Path:
 def action_image(
     request: pytest.FixtureRequest, docker_engine: None, tmp_path_factory: pytest.TempPathFactory
 ) -> ActionImage:
-    """The action image, built offline once per session (tests/docker_image.py)."""
+    """The action image, built offline once per session (tests/support/docker_image.py)."""
     work = tmp_path_factory.mktemp("action-image")
 
     def packages() -> tuple[Path, Path]:

@@ -2,7 +2,7 @@
 
 act gives the step its inputs, reads its outputs and step summary, and runs the
 post-entrypoint in a new container, as GitHub's runner does; the image is the one the
-Dockerfile builds here (tests/docker_image.py). Under act ``GITHUB_WORKSPACE`` is the host's
+Dockerfile builds here (tests/support/docker_image.py). Under act ``GITHUB_WORKSPACE`` is the host's
 path, not /github/workspace: the action keeps its spool in the workspace either way, so the
 post step's container finds it. S3 is moto on 127.0.0.1 (act's host networking).
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.act_runner import (
+from tests.support.act_runner import (
     ActUnavailable,
     act_binary,
     make_repo,
@@ -22,8 +22,8 @@ from tests.act_runner import (
     selftest_workflow,
     verify_stream,
 )
-from tests.docker_image import ActionImage, tag_as
-from tests.servers import (
+from tests.support.docker_image import ActionImage, tag_as
+from tests.support.servers import (
     S3Server,
     make_lock_bucket,
     make_plain_bucket,

@@ -24,15 +24,15 @@ from typing import Any
 
 import pytest
 
-from tests.scenarios import (
+from tests.support.scenarios import (
     Scenario,
     forge,
     slot_record,
     slot_sha256,
     write_raw,
 )
-from tests.servers import S3Server, make_lock_bucket, unique_bucket
-from tests.tfaudit_proc import result_json, tfaudit
+from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
+from tests.support.tfaudit_proc import result_json, tfaudit
 from tfaudit_ci.canonical import canonical_bytes
 from tfaudit_ci.chain import Chain
 from tfaudit_ci.record import chain_key, iso, run_key, utc_now
@@ -391,7 +391,7 @@ def test_a_far_away_slot_is_reported_in_bounded_time_and_memory(target: Target) 
 def _hostile_identity(
     seq: int, ci: dict[str, Any], started: Any, finished: Any
 ) -> tuple[Any, bytes]:
-    from tests.oidc_issuer import b64url
+    from tests.support.oidc_issuer import b64url
 
     del seq, ci, started, finished
     claims = {"iss": "https://issuer.invalid", "aud": "tfaudit", "iat": 1e300, "exp": 10**30}

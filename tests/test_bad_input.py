@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faultproxy import (
+from tests.support.faultproxy import (
     FaultProxy,
     Matcher,
     Request,
@@ -29,8 +29,8 @@ from tests.faultproxy import (
     clock_skewed,
     running_proxy,
 )
-from tests.servers import S3Server
-from tests.tfaudit_proc import chain_records, tfaudit
+from tests.support.servers import S3Server
+from tests.support.tfaudit_proc import chain_records, tfaudit
 
 STREAM = "acme/bad-input"
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers import S3Server
-from tests.tfaudit_proc import chain_records, tfaudit
+from tests.support.servers import S3Server
+from tests.support.tfaudit_proc import chain_records, tfaudit
 
 STREAM = "acme/bytes"
 SECRET = "rt-S3cret-value-0f1e2d3c"

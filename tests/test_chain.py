@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.scenarios import plain_record
+from tests.support.scenarios import plain_record
 from tfaudit_ci.chain import Appended, Chain, Link
 from tfaudit_ci.record import chain_key
 from tfaudit_ci.signing import NoSigner, sign_record

@@ -131,5 +131,6 @@ def test_run_flags_reach_the_config(tmp_path: Path) -> None:
     config = load_config(cli._config_flags(cli.parse(args)), {}, cwd=tmp_path)
     assert config.upload_plan_file is True
     assert "corp-[0-9]+" in config.redact
-    bare = load_config(cli._config_flags(cli.parse(args[:3] + ["--", "true"])), {}, cwd=tmp_path)
+    bare_args = [*args[:3], "--", "true"]
+    bare = load_config(cli._config_flags(cli.parse(bare_args)), {}, cwd=tmp_path)
     assert bare.upload_plan_file is False

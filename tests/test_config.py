@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tfaudit_proc import tfaudit
+from tests.support.tfaudit_proc import tfaudit
 from tfaudit_ci.config import load_config
 from tfaudit_ci.errors import ConfigError
 

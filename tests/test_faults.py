@@ -1,6 +1,6 @@
 """Network faults between tfaudit and a real S3 server (issue 7, section 1).
 
-A fault-injecting proxy (tests/faultproxy.py) sits between `tfaudit run` and the S3 server.
+A fault-injecting proxy (tests/support/faultproxy.py) sits between `tfaudit run` and the S3 server.
 Every run ends in one of two ways: it succeeds with exactly one chain entry, no gap, and the
 stored artifacts byte-equal to the spool; or it fails with exit 22/23, keeps the spool and
 prints its path, and a later `tfaudit recover` ships it (still exactly one entry). "Bounded
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.faultproxy import (
+from tests.support.faultproxy import (
     Delay,
     DropAfterCommit,
     FaultProxy,
@@ -31,9 +31,9 @@ from tests.faultproxy import (
     running_proxy,
     slow_down,
 )
-from tests.servers import S3Server
-from tests.tfaudit_proc import chain_records, result_json, tfaudit
-from tests.tfhelpers import isolated_env, pinned_terraform, tf_init, write_null_config
+from tests.support.servers import S3Server
+from tests.support.tfaudit_proc import chain_records, result_json, tfaudit
+from tests.support.tfhelpers import isolated_env, pinned_terraform, tf_init, write_null_config
 
 STREAM = "acme/faults"
 PREFIX = "audit"

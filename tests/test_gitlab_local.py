@@ -23,9 +23,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.act_runner import verify_stream
-from tests.docker_image import BASE_IMAGE, REPO_ROOT, ActionImage, docker_env, tag_as, tools_dir
-from tests.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
+from tests.support.act_runner import verify_stream
+from tests.support.docker_image import (
+    BASE_IMAGE,
+    REPO_ROOT,
+    ActionImage,
+    docker_env,
+    tag_as,
+    tools_dir,
+)
+from tests.support.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
 
 CONFIG = 'output "greeting" {\n  value = "hello"\n}\n'
 SECRETS = {

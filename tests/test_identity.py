@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.oidc_issuer import Issuer, SigningKey, running_issuer
-from tests.servers import S3Server
-from tests.tfaudit_proc import chain_records, result_json, tfaudit
+from tests.support.oidc_issuer import Issuer, SigningKey, running_issuer
+from tests.support.servers import S3Server
+from tests.support.tfaudit_proc import chain_records, result_json, tfaudit
 from tfaudit_ci import jwt
 from tfaudit_ci.identity import audience_problem, is_sts_audience
 from tfaudit_ci.identity_verify import identity_problems
@@ -269,7 +269,7 @@ def test_alg_none_and_tampered_claims_never_verify(issuer: Issuer) -> None:
     assert jwt.verify_signature(parsed, issuer.jwks()) is None
     head, body, signature = token.split(".")
     claims = dict(parsed.claims, sha="f" * 40)
-    from tests.oidc_issuer import b64url
+    from tests.support.oidc_issuer import b64url
 
     forged = f"{head}.{b64url(json.dumps(claims).encode())}.{signature}"
     assert jwt.verify_signature(jwt.decode(forged), issuer.jwks()) is not None

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_release import SigningKey, add_release, make_signing_key, script_binary, serve
+from tests.support.fake_release import (
+    SigningKey,
+    add_release,
+    make_signing_key,
+    script_binary,
+    serve,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "install-image.sh"

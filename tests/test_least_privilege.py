@@ -22,8 +22,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.servers import S3Server, start_moto
-from tests.tfaudit_proc import chain_records, tfaudit
+from tests.support.servers import S3Server, start_moto
+from tests.support.tfaudit_proc import chain_records, tfaudit
 
 BUCKET = "least-privilege-audit"
 POLICIES = Path(__file__).parent.parent / "examples" / "terraform" / "locked-bucket" / "policies"

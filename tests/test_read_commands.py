@@ -1,4 +1,4 @@
-"""`tfaudit log`, `show`, `history` and `report` on a real trail (``tests/read_trail.py``:
+"""`tfaudit log`, `show`, `history` and `report` on a real trail (``tests/support/read_trail.py``:
 real terraform runs through `tfaudit run`, two actors, creates, updates, a replacement, an
 import, an apply without a plan file, a failed apply), over the file store and the local S3
 server, through the real CLI."""
@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.read_trail import KEY, KEY_VAR, OTHER_STREAM, STREAM, Trail, session_trail
-from tests.scenarios import Scenario
-from tests.servers import S3Server, make_lock_bucket, unique_bucket
+from tests.support.read_trail import KEY, KEY_VAR, OTHER_STREAM, STREAM, Trail, session_trail
+from tests.support.scenarios import Scenario
+from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
 from tfaudit_ci.canonical import canonical_bytes
 from tfaudit_ci.record import chain_key
 from tfaudit_ci.signing import HmacSigner, NoSigner, hmac_key_id

@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
-from tests.read_trail import KEY_VAR, STREAM, Trail, session_trail
-from tests.scenarios import Scenario
-from tests.servers import S3Server
-from tests.tfaudit_proc import tfaudit
+from tests.support.read_trail import KEY_VAR, STREAM, Trail, session_trail
+from tests.support.scenarios import Scenario
+from tests.support.servers import S3Server
+from tests.support.tfaudit_proc import tfaudit
 from tfaudit_ci.stores.file import FileStore
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

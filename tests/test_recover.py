@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.servers import S3Server
-from tests.tfaudit_proc import chain_records, result_json, tfaudit
+from tests.support.servers import S3Server
+from tests.support.tfaudit_proc import chain_records, result_json, tfaudit
 
 STREAM = "acme/recover"
 PREFIX = "audit"

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.tfaudit_proc import tfaudit
+from tests.support.tfaudit_proc import tfaudit
 
 
 def test_recover_leaves_a_live_run_alone(tmp_path: Path) -> None:

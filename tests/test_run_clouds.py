@@ -16,13 +16,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.emulators import (
+from tests.support.emulators import (
     AZURITE_ACCOUNT,
     AzuriteEmulator,
     Emulator,
     FaultProxy,
 )
-from tests.tfaudit_proc import result_json, tfaudit
+from tests.support.tfaudit_proc import result_json, tfaudit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STREAM = "acme/cloud"

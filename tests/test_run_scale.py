@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import S3Server
-from tests.tfaudit_proc import chain_records
+from tests.support.servers import S3Server
+from tests.support.tfaudit_proc import chain_records
 
 STREAM = "acme/scale"
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from tests.servers import S3Server
-from tests.tfaudit_proc import chain_records, tfaudit
-from tests.tfhelpers import (
+from tests.support.servers import S3Server
+from tests.support.tfaudit_proc import chain_records, tfaudit
+from tests.support.tfhelpers import (
     NULL_PROVIDER_VERSION,
     isolated_env,
     pinned_terraform,

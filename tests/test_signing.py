@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.servers import S3Server, start_moto
+from tests.support.servers import S3Server, start_moto
 from tfaudit_ci.canonical import canonical_bytes
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.signing import (
@@ -259,7 +259,7 @@ def _run_and_verify(
     import os
     import sys
 
-    from tests.tfaudit_proc import tfaudit
+    from tests.support.tfaudit_proc import tfaudit
 
     full_env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env}
     store = (tmp_path / "store").as_uri()
@@ -295,7 +295,7 @@ def test_run_signed_with_ed25519_verifies_with_the_public_key(tmp_path: Path) ->
     assert code == 0, out
     assert "2/2 records valid" in out and "signatures checked with ed25519" in out
     other = _write_public(ed25519.Ed25519PrivateKey.generate().public_key(), tmp_path / "o.pub")
-    from tests.tfaudit_proc import tfaudit
+    from tests.support.tfaudit_proc import tfaudit
 
     wrong = tfaudit(
         [
@@ -356,7 +356,7 @@ def test_a_forged_head_is_burned_not_blessed(
     kind: str, tmp_path: Path, kms_server: S3Server
 ) -> None:
     """With a key configured, the writer checks the head's signature before chaining on."""
-    from tests.scenarios import Scenario, forge, slot_record, write_raw
+    from tests.support.scenarios import Scenario, forge, slot_record, write_raw
     from tfaudit_ci.chain import Chain
     from tfaudit_ci.record import chain_key
     from tfaudit_ci.stores.file import FileStore

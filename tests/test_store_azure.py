@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.emulators import (
+from tests.support.emulators import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
     AzuriteEmulator,

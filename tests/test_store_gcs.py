@@ -25,7 +25,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from tests.emulators import Emulator, FaultProxy
+from tests.support.emulators import Emulator, FaultProxy
 from tfaudit_ci.errors import (
     EXIT_PREFLIGHT,
     EXIT_UPLOAD,

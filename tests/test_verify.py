@@ -1,6 +1,6 @@
 """`tfaudit verify` on built-then-damaged streams, over the file store and moto's S3 server.
 
-Each case builds a stream with ``tests.scenarios.Scenario`` (the real record format, signed,
+Each case builds a stream with ``tests.support.scenarios.Scenario`` (the real record format, signed,
 written through the real Store backends), damages it, then verifies in-process (to assert the
 exact findings) and, for a few, through the real CLI (exit codes and output lines).
 
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.scenarios import Scenario
-from tests.servers import S3Server, make_lock_bucket, unique_bucket
-from tests.tfaudit_proc import result_json, tfaudit
+from tests.support.scenarios import Scenario
+from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
+from tests.support.tfaudit_proc import result_json, tfaudit
 from tfaudit_ci.record import chain_key, utc_now
 from tfaudit_ci.signing import HmacSigner, HmacVerifier, NoSigner, hmac_key_id
 from tfaudit_ci.stores import StoreOptions, open_store

@@ -10,7 +10,7 @@ Two layouts, and every scenario runs on both:
 
 Each attack is tried without the witness (what the chain alone sees) and with it, and ends
 in the verify code the issue asks for, with exit 24 wherever that is an error. The witness
-going down during a run goes through the fault proxy (tests/faultproxy.py).
+going down during a run goes through the fault proxy (tests/support/faultproxy.py).
 
 Runs and verifies call ``cli.main`` in this process (environment swapped in, output
 captured) to keep the suite quick; the command run is a real ``true`` process, every store
@@ -32,10 +32,10 @@ from unittest import mock
 
 import pytest
 
-from tests.faultproxy import FaultProxy, Request, running_proxy, slow_down
-from tests.servers import S3Server, free_port, make_lock_bucket, unique_bucket
-from tests.tfaudit_proc import tfaudit
-from tests.tfhelpers import isolated_env
+from tests.support.faultproxy import FaultProxy, Request, running_proxy, slow_down
+from tests.support.servers import S3Server, free_port, make_lock_bucket, unique_bucket
+from tests.support.tfaudit_proc import tfaudit
+from tests.support.tfhelpers import isolated_env
 from tfaudit_ci import cli
 from tfaudit_ci.canonical import canonical_bytes, sha256_hex
 from tfaudit_ci.record import chain_key

@@ -26,15 +26,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import S3Server, make_lock_bucket, unique_bucket
-from tests.tfaudit_proc import tfaudit
-from tests.tfhelpers import isolated_env, terraform_binaries, terraform_version
+from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
+from tests.support.tfaudit_proc import tfaudit
+from tests.support.tfhelpers import isolated_env, terraform_binaries, terraform_version
 
 STREAM = "acme/infra"
 OTHER_STREAM = "acme/infra-review"
 KEY_VAR = "TRAIL_HMAC_KEY"
 KEY = "read-trail-test-key"
-FIXTURES = Path(__file__).parent / "fixtures" / "ci"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ci"
 # Fixture variables that describe the fixture's machine, not the CI run.
 _MACHINE_VARS = {"HOME", "PATH", "USER", "HOSTNAME", "GITHUB_EVENT_PATH"}
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Azurite's published, well-known development account (not a secret: it is in Microsoft's docs).
 AZURITE_ACCOUNT = "devstoreaccount1"

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.literals import ObjectLockRetentionModeType
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CEPH_SCRIPTS = REPO_ROOT / "scripts" / "ceph-rgw"
 CEPH_BINARIES = (
     "ceph-mon",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.support.servers import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,13 +39,6 @@ _READY_DEADLINE_S = 30.0
 
 class EmulatorUnavailable(RuntimeError):
     """The emulator is not installed; tests skip with this message."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -23,13 +23,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
+
+from tfaudit_ci.vocab import StrEnum
 
 TRUST_ENV = "TFAUDIT_TRUST_REPO_CONFIG"
 
 
-class Trust(str, Enum):
+class Trust(StrEnum):
     WORKFLOW = "workflow-only"
     TIGHTEN = "tighten-only"
     ADD = "add-only"

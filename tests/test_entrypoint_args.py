@@ -7,8 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tfaudit_ci.action_inputs import build_invocation, split_command
+from tfaudit_ci.action_inputs import (
+    LIST_INPUTS,
+    SWITCH_INPUTS,
+    VALUE_INPUTS,
+    build_invocation,
+    split_command,
+)
 from tfaudit_ci.errors import EXIT_USAGE, ConfigError
+from tfaudit_ci.report.outputs import OUTPUT_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -188,6 +195,30 @@ def test_action_metadata_and_mapping_agree() -> None:
         value = "true" if name == "upload-plan-file" else "some-value"
         argv = build_invocation(github_env(command="plan", **{name: value})).argv
         assert f"--{name}" in argv, name
+
+
+def test_every_front_end_declares_every_input_and_output() -> None:
+    """The Docker action, the host composite and both GitLab templates declare every input
+    the mapping takes (the witness's included) and every output a run publishes."""
+    mapped = {*VALUE_INPUTS, *SWITCH_INPUTS, *LIST_INPUTS}
+    variables = {"INPUT_" + name.upper().replace("-", "_") for name in mapped}
+    docker = yaml.safe_load((REPO / "action.yml").read_text())
+    host = yaml.safe_load((REPO / "host" / "action.yml").read_text())
+    for meta in (docker, host):
+        assert mapped <= set(meta["inputs"]), mapped - set(meta["inputs"])
+        assert set(meta["outputs"]) == set(OUTPUT_NAMES)
+    host_env = next(step["env"] for step in host["runs"]["steps"] if step.get("id") == "run")
+    assert variables <= set(host_env), variables - set(host_env)
+    assert all(host["outputs"][name]["value"] == f"${{{{ steps.run.outputs.{name} }}}}"
+               for name in OUTPUT_NAMES)  # fmt: skip
+    spec, job = yaml.safe_load_all((REPO / "templates" / "tfaudit.yml").read_text())
+    assert mapped <= set(spec["spec"]["inputs"]), mapped - set(spec["spec"]["inputs"])
+    (component_job,) = (value for key, value in job.items() if "inputs.as" in key)
+    assert variables <= set(component_job["variables"])
+    include = yaml.safe_load((REPO / "templates" / "tfaudit.gitlab-ci.yml").read_text())
+    declared = {name for value in include.values() if isinstance(value, dict)
+                for name in value.get("variables", {})}  # fmt: skip
+    assert variables <= declared, variables - declared
 
 
 def test_docker_action_spool_follows_the_workspace_under_act() -> None:

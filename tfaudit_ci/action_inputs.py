@@ -37,6 +37,10 @@ VALUE_INPUTS: tuple[str, ...] = (
     "endpoint-url",
     "region",
     "work-dir",
+    "witness",
+    "witness-endpoint-url",
+    "witness-profile",
+    "witness-required",
 )
 # Inputs the Docker action's entrypoint handles itself (choosing the binary).
 TOOLCHAIN_INPUTS: tuple[str, ...] = ("tool", "terraform-version")

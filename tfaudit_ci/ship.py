@@ -108,16 +108,21 @@ class Shipper:
         self.witness = witness
         self.retain_until = decision.retain_until()
         self.lock = decision.lock(self.retain_until)
+        # What the record states: this shipment's lock, or less when it pins an earlier
+        # upload whose lock (within the slack) ends sooner; verify holds every artifact to it.
+        self.stated_retain_until = self.retain_until
 
-    def _read_back(self, key: str, version_id: str, expected: Expected) -> None:
+    def _read_back(self, key: str, version_id: str, expected: Expected) -> ObjectState | None:
+        state = self.store.head(key, version_id)
         check_state(
-            self.store.head(key, version_id),
+            state,
             what=key,
             expected=expected,
             policy=self.decision.policy,
             minimum_retain=self.retain_until - RETAIN_SLACK,
             check_lock=self.decision.readback,
         )
+        return state
 
     def _earlier_upload(self, key: str, artifact: SpoolArtifact) -> StoredObject | None:
         for version in self.store.versions(key):
@@ -158,9 +163,11 @@ class Shipper:
                     found.add(multipart_etag(path, options.multipart_chunksize))
                 return found
 
-            self._read_back(
+            state = self._read_back(
                 obj.key, obj.version_id, Expected(artifact.size, artifact.sha256, candidates)
             )
+            if state is not None and state.retain_until is not None:
+                self.stated_retain_until = min(self.stated_retain_until, state.retain_until)
             entries.append(
                 {
                     "name": artifact.name,
@@ -176,7 +183,7 @@ class Shipper:
         spool = self.spool
         # With a signing key, the writer checks what it chains onto with the same key.
         chain = Chain(self.store, spool.stream, self.signer.verifier())
-        retention = self.decision.record_fields(self.retain_until)
+        retention = self.decision.record_fields(self.stated_retain_until)
         finished = parse_iso(spool.finished_at) if spool.finished_at else None
 
         def build(link: Link) -> dict[str, Any]:

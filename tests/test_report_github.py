@@ -221,6 +221,25 @@ def test_report_writes_the_runner_files_and_annotates(tmp_path: Path) -> None:
     assert "audit **FAILED**" in Path(env["GITHUB_STEP_SUMMARY"]).read_text()
 
 
+def test_every_warning_is_one_block_and_one_annotation(tmp_path: Path) -> None:
+    """The run's warnings (a missed witness checkpoint) and the environment's (a trace log)
+    share one warning block in the summary, and each is a ``::warning::`` annotation."""
+    summary = tmp_path / "step_summary"
+    env = {"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary), "TF_LOG": "trace"}
+    witness = "witness unavailable: checkpoint of seq 41 not written (<connection refused>)"
+    out = io.StringIO()
+    github.report(make_result(warnings=[witness]), env, out)
+
+    text = summary.read_text()
+    assert text.count("[!WARNING]") == 1
+    block = text[text.index("[!WARNING]") :]
+    assert "checkpoint of seq 41 not written (&lt;connection refused&gt;)" in block
+    assert "TF_LOG" in block
+    annotations = [line for line in out.getvalue().splitlines() if line.startswith("::warning")]
+    assert len(annotations) == 2
+    assert annotations[0] == f"::warning title=tfaudit::{witness}"
+
+
 def test_unwritable_output_path_is_a_warning_not_a_crash(tmp_path: Path) -> None:
     out = io.StringIO()
     missing = tmp_path / "no-such-dir" / "out"

@@ -152,7 +152,8 @@ def verify_hint(result: RunResult) -> str:
 
 
 def step_summary(result: RunResult, warnings: Iterable[str] = ()) -> str:
-    """The markdown for ``$GITHUB_STEP_SUMMARY``; ``warnings`` become a warning block."""
+    """The markdown for ``$GITHUB_STEP_SUMMARY``: one warning block holds the run's own
+    warnings (witness, redaction, lock) and ``warnings`` (the environment's: trace logs)."""
     icon = STATUS_ICONS.get(result.status, "")
     audit = "recorded" if result.audit_ok else "**FAILED**"
     parts = [f"### tfaudit: {icon} {result.status}, audit {audit}\n"]
@@ -174,8 +175,12 @@ def step_summary(result: RunResult, warnings: Iterable[str] = ()) -> str:
         facts.append(("Head", _code(f"seq {result.seq} sha256 {result.record_sha256}")))
     parts.append("| | |\n| --- | --- |\n")
     parts.append("".join(f"| {name} | {value} |\n" for name, value in facts))
-    for text in result.warnings:
-        parts.append(f"\n> [!WARNING]\n> {_code(text[:SUMMARY_ERROR_MAX_CHARS])}\n")
+    notes = [
+        html.escape(" ".join(text.split())[:SUMMARY_ERROR_MAX_CHARS], quote=False)
+        for text in (*result.warnings, *warnings)
+    ]
+    if notes:
+        parts.append("\n> [!WARNING]\n" + "".join(f"> {note}\n>\n" for note in notes)[:-2])
 
     if result.error:
         error = result.error
@@ -194,10 +199,6 @@ def step_summary(result: RunResult, warnings: Iterable[str] = ()) -> str:
         table = resource_table(result.resources)
         if table:
             parts.append("\n" + table)
-
-    notes = [html.escape(" ".join(warning.split()), quote=False) for warning in warnings]
-    if notes:
-        parts.append("\n> [!WARNING]\n" + "".join(f"> {note}\n" for note in notes))
 
     if result.record_uri:
         parts.append("\nVerify the audit trail:\n\n" + verify_hint(result))
@@ -227,6 +228,9 @@ def report(result: RunResult, env: Mapping[str, str], out: TextIO | None = None)
     emit_masks(result.masked_values, stream)
     if result.error:
         annotate_error(result.error, stream, title="tfaudit")
+    environment_warnings = trace_warnings(env)
+    for warning in (*result.warnings, *environment_warnings):
+        stream.write(f"::warning title=tfaudit::{escape_data(' '.join(warning.split()))}\n")
 
     path_base = _container_path_base(env)
     for variable in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
@@ -237,7 +241,7 @@ def report(result: RunResult, env: Mapping[str, str], out: TextIO | None = None)
             if variable == "GITHUB_OUTPUT":
                 write_outputs(result, Path(path_text), path_base=path_base)
             else:
-                _append(Path(path_text), step_summary(result, trace_warnings(env)))
+                _append(Path(path_text), step_summary(result, environment_warnings))
         except OSError as exc:
             message = f"tfaudit could not write {variable} ({path_text}): {exc.strerror}"
             stream.write(f"::warning::{escape_data(message)}\n")

@@ -270,6 +270,22 @@ def test_plan_apply_workflow_gives_pull_requests_their_own_role_and_stream() -> 
         assert not step["with"]["stream"].startswith("pr/")
 
 
+def test_every_pull_request_workflow_writes_only_pull_request_streams() -> None:
+    """A job that runs on `pull_request` runs the pull request's code: every tfaudit step in
+    it names a `pr/` stream (the default, the repository slug, is production's)."""
+    for path in sorted((EXAMPLES / "github").glob("*.yml")):
+        workflow = yaml.safe_load(path.read_text())
+        events = workflow.get(True, workflow.get("on")) or {}  # YAML 1.1 reads `on` as True
+        for name, job in workflow["jobs"].items():
+            condition = str(job.get("if", ""))
+            if "pull_request" not in events or ("pull_request" not in condition and condition):
+                continue
+            for step in job.get("steps", []):
+                if str(step.get("uses", "")).startswith("tfaudit-ci/"):
+                    stream = str(step.get("with", {}).get("stream", ""))
+                    assert stream.startswith("pr/"), f"{path.name}: job {name}: {step}"
+
+
 # start_moto's readiness probe, then: the locked bucket (make_lock_bucket: 3 requests), then a
 # user, its policy and its access key for each role. Every later request is checked by IAM.
 _ROLES = {"apply": "writer.json.tftpl", "pr-plan": "pr-writer.json.tftpl"}

@@ -20,7 +20,7 @@ from tests.support.emulators import (
     AZURITE_ACCOUNT,
     AzuriteEmulator,
     Emulator,
-    FaultProxy,
+    EmulatorProxy,
 )
 from tests.support.tfaudit_proc import result_json, tfaudit
 
@@ -73,7 +73,7 @@ def test_gcs_object_retention_run_ships_a_locked_chain(fake_gcs: Emulator, tmp_p
     by tfaudit and read back is the emulator's own."""
     bucket = f"tfaudit-{uuid.uuid4().hex[:12]}"
     _gcs_client(fake_gcs.url).create_bucket(bucket, enable_object_retention=True)
-    proxy = FaultProxy(fake_gcs.url)
+    proxy = EmulatorProxy(fake_gcs.url)
     try:
         recorded = json.loads(
             (FIXTURES / "gcs" / "bucket_object_retention_enabled.json").read_text()
@@ -143,7 +143,7 @@ def _new_container(azurite: AzuriteEmulator) -> str:
     return container
 
 
-def _report_version_level_immutability(proxy: FaultProxy, container: str) -> None:
+def _report_version_level_immutability(proxy: EmulatorProxy, container: str) -> None:
     """Add the recorded Get Container Properties headers (fixtures/azure) Azurite lacks."""
     recorded = json.loads(
         (FIXTURES / "azure" / "container_version_level_immutability.json").read_text()
@@ -166,7 +166,7 @@ def test_azure_lock_that_did_not_stick_fails_readback_with_23(
     fixtures/azure/container_version_level_immutability.json) so preflight passes; Azurite
     then drops the blob's immutability policy, and the read-back must refuse to go green."""
     container = _new_container(azurite)
-    proxy = FaultProxy(azurite.url)
+    proxy = EmulatorProxy(azurite.url)
     try:
         _report_version_level_immutability(proxy, container)
         conn = azurite.connection_string.replace(azurite.url, proxy.url)
@@ -204,7 +204,7 @@ def test_azure_chain_and_verify_with_a_persisted_policy(
         "x-ms-immutability-policy-until-date": email.utils.format_datetime(until, usegmt=True),
         "x-ms-immutability-policy-mode": "locked",
     }
-    proxy = FaultProxy(azurite.url)
+    proxy = EmulatorProxy(azurite.url)
     try:
         _report_version_level_immutability(proxy, container)
         proxy.patch_headers(
@@ -235,7 +235,7 @@ def test_azure_container_policy_run_recover_and_verify_make_one_decision(
     recorded = json.loads(
         (FIXTURES / "azure" / "container_with_container_policy.json").read_text()
     )["headers"]
-    proxy = FaultProxy(azurite.url)
+    proxy = EmulatorProxy(azurite.url)
     store = f"azblob://{AZURITE_ACCOUNT}/{container}/audit"
     mode = ("--azure-mode", "container-policy")
     try:

@@ -7,7 +7,7 @@ What Azurite can and cannot show:
   reads back with none: the tests assert the store reports exactly that (the silent
   misconfiguration the product exists to catch; the run turns it into exit 23);
 - the passing cases (a container with version-level immutability, a blob whose policy
-  persisted) use a real HTTP proxy (tests/emulators.FaultProxy) that adds the headers from
+  persisted) use a real HTTP proxy (tests/emulators.EmulatorProxy) that adds the headers from
   recorded real API responses (tests/fixtures/azure) to Azurite's answers.
 """
 
@@ -29,7 +29,7 @@ from tests.support.emulators import (
     AZURITE_ACCOUNT,
     AZURITE_KEY,
     AzuriteEmulator,
-    FaultProxy,
+    EmulatorProxy,
     free_port,
 )
 from tfaudit_ci.errors import EXIT_PREFLIGHT, EXIT_UPLOAD, ConfigError, PreflightError, UploadError
@@ -224,14 +224,14 @@ def test_preflight_fails_on_azurite(azurite: AzuriteEmulator, service: Any) -> N
 
 
 @pytest.fixture
-def proxy(azurite: AzuriteEmulator) -> Iterator[FaultProxy]:
-    server = FaultProxy(azurite.url)
+def proxy(azurite: AzuriteEmulator) -> Iterator[EmulatorProxy]:
+    server = EmulatorProxy(azurite.url)
     yield server
     server.stop()
 
 
 def test_preflight_passes_with_recorded_version_level_immutability(
-    service: Any, proxy: FaultProxy
+    service: Any, proxy: EmulatorProxy
 ) -> None:
     """Recorded Get Container Properties headers (fixtures/azure) added by a real proxy."""
     container = new_container(service)
@@ -243,7 +243,7 @@ def test_preflight_passes_with_recorded_version_level_immutability(
 
 
 def test_container_policy_mode_passes_with_recorded_policy_and_says_what_it_cannot_see(
-    service: Any, proxy: FaultProxy
+    service: Any, proxy: EmulatorProxy
 ) -> None:
     container = new_container(service)
     proxy.patch_headers(
@@ -257,7 +257,7 @@ def test_container_policy_mode_passes_with_recorded_policy_and_says_what_it_cann
 
 
 def test_persisted_immutability_policy_reads_back_as_compliance(
-    service: Any, proxy: FaultProxy
+    service: Any, proxy: EmulatorProxy
 ) -> None:
     """Recorded Put Blob / Get Blob Properties headers (fixtures/azure) added by a real proxy:
     the version id is recorded from the write and the Locked policy is read back."""
@@ -314,7 +314,9 @@ def test_lock_modes() -> None:
 # -- retries and errors ------------------------------------------------------------------------
 
 
-def test_upload_retries_transient_errors(service: Any, proxy: FaultProxy, tmp_path: Path) -> None:
+def test_upload_retries_transient_errors(
+    service: Any, proxy: EmulatorProxy, tmp_path: Path
+) -> None:
     container = new_container(service)
     store = store_for(f"{proxy.url}/{AZURITE_ACCOUNT}", container, max_attempts=4)
     proxy.fail(2, is_blob_put)
@@ -330,7 +332,7 @@ def test_upload_retries_transient_errors(service: Any, proxy: FaultProxy, tmp_pa
 
 
 def test_upload_gives_up_after_max_attempts(
-    service: Any, proxy: FaultProxy, tmp_path: Path
+    service: Any, proxy: EmulatorProxy, tmp_path: Path
 ) -> None:
     container = new_container(service)
     store = store_for(f"{proxy.url}/{AZURITE_ACCOUNT}", container, max_attempts=3)
@@ -348,7 +350,7 @@ def test_upload_gives_up_after_max_attempts(
 
 
 def test_create_only_write_whose_response_was_lost_is_recognised(
-    service: Any, proxy: FaultProxy
+    service: Any, proxy: EmulatorProxy
 ) -> None:
     """The first attempt lands but its answer is lost; the SDK's retry meets our own blob."""
     container = new_container(service)
@@ -374,7 +376,7 @@ def test_missing_container_is_a_one_line_error(azurite: AzuriteEmulator) -> None
         store.put_create_only("chain/000000000000.json", b"{}", LOCK)
 
 
-def test_permission_denied_names_the_role(service: Any, proxy: FaultProxy) -> None:
+def test_permission_denied_names_the_role(service: Any, proxy: EmulatorProxy) -> None:
     container = new_container(service)
     proxy.fail(1, container_get(container), status=403)
     with pytest.raises(PreflightError) as caught:

@@ -4,7 +4,7 @@ What fake-gcs-server 1.54 can and cannot show:
 - it stores and returns object ``retention`` and enforces ``ifGenerationMatch=0``: those
   round-trips are tested directly;
 - it never returns a bucket ``retentionPolicy`` or ``objectRetention`` and enforces no lock:
-  the passing preflight cases use a real HTTP proxy (tests/emulators.FaultProxy) that adds the
+  the passing preflight cases use a real HTTP proxy (tests/emulators.EmulatorProxy) that adds the
   fields from recorded real API responses (tests/fixtures/gcs) to the emulator's answers, and
   the pure decision logic is tested on those recorded responses directly;
 - it lists only the live generation, so multi-generation ordering is not tested here.
@@ -25,7 +25,7 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from tests.support.emulators import Emulator, FaultProxy
+from tests.support.emulators import Emulator, EmulatorProxy
 from tfaudit_ci.errors import (
     EXIT_PREFLIGHT,
     EXIT_UPLOAD,
@@ -213,8 +213,8 @@ def test_object_retention_mode_fails_preflight_when_the_bucket_does_not_report_i
 
 
 @pytest.fixture
-def proxy(fake_gcs: Emulator) -> Iterator[FaultProxy]:
-    server = FaultProxy(fake_gcs.url)
+def proxy(fake_gcs: Emulator) -> Iterator[EmulatorProxy]:
+    server = EmulatorProxy(fake_gcs.url)
     yield server
     server.stop()
 
@@ -224,7 +224,7 @@ def bucket_get(bucket: str) -> Any:
 
 
 def test_object_retention_mode_passes_preflight_with_recorded_bucket_response(
-    client: Any, proxy: FaultProxy
+    client: Any, proxy: EmulatorProxy
 ) -> None:
     """Recorded response (fixtures/gcs/bucket_object_retention_enabled.json) merged into the
     emulator's bucket answer by a real proxy; then a full write and read-back through it."""
@@ -243,7 +243,7 @@ def test_object_retention_mode_passes_preflight_with_recorded_bucket_response(
 
 
 def test_bucket_policy_mode_passes_with_recorded_locked_policy(
-    client: Any, proxy: FaultProxy
+    client: Any, proxy: EmulatorProxy
 ) -> None:
     """Recorded locked ``retentionPolicy`` and object ``retentionExpirationTime`` (fixtures/gcs)
     merged into the emulator's answers: preflight passes and head reports the bucket lock."""
@@ -274,7 +274,7 @@ def test_bucket_policy_mode_passes_with_recorded_locked_policy(
 
 
 def test_preflight_reports_a_longer_policy_than_the_bucket_keeps(
-    client: Any, proxy: FaultProxy
+    client: Any, proxy: EmulatorProxy
 ) -> None:
     bucket = new_bucket(client)
     locked = fixture("bucket_locked_retention_policy.json")
@@ -333,7 +333,7 @@ def test_object_lock_from_recorded_objects() -> None:
 # -- retries and errors ------------------------------------------------------------------------
 
 
-def test_upload_retries_transient_errors(client: Any, proxy: FaultProxy, tmp_path: Path) -> None:
+def test_upload_retries_transient_errors(client: Any, proxy: EmulatorProxy, tmp_path: Path) -> None:
     bucket = new_bucket(client, object_retention=True)
     store = store_for(make_client(proxy.url), bucket, max_attempts=4)
     proxy.fail(2, is_upload)
@@ -348,7 +348,9 @@ def test_upload_retries_transient_errors(client: Any, proxy: FaultProxy, tmp_pat
     assert state is not None and state.md5 == digests.md5
 
 
-def test_upload_gives_up_after_max_attempts(client: Any, proxy: FaultProxy, tmp_path: Path) -> None:
+def test_upload_gives_up_after_max_attempts(
+    client: Any, proxy: EmulatorProxy, tmp_path: Path
+) -> None:
     bucket = new_bucket(client, object_retention=True)
     store = store_for(make_client(proxy.url), bucket, max_attempts=3)
     proxy.fail(10, is_upload)
@@ -365,7 +367,7 @@ def test_upload_gives_up_after_max_attempts(client: Any, proxy: FaultProxy, tmp_
 
 
 def test_create_only_write_whose_response_was_lost_is_recognised(
-    client: Any, proxy: FaultProxy
+    client: Any, proxy: EmulatorProxy
 ) -> None:
     """The first attempt lands but its answer is lost; the retry gets 412 on our own bytes."""
     bucket = new_bucket(client, object_retention=True)
@@ -396,7 +398,7 @@ def test_upload_to_missing_bucket_is_an_upload_error(client: Any) -> None:
         store.put_create_only("chain/000000000000.json", b"{}", LOCK)
 
 
-def test_permission_denied_says_which_roles(client: Any, proxy: FaultProxy) -> None:
+def test_permission_denied_says_which_roles(client: Any, proxy: EmulatorProxy) -> None:
     bucket = new_bucket(client)
     proxy.fail(1, bucket_get(bucket), status=403)
     with pytest.raises(PreflightError) as caught:

@@ -224,8 +224,12 @@ class HeaderPatch:
     headers: dict[str, str]
 
 
-class FaultProxy:
+class EmulatorProxy:
     """A real HTTP proxy on 127.0.0.1 that forwards to an emulator and injects what it lacks.
+
+    For the JSON and XML APIs of GCS and Azure: it rewrites responses (what a real cloud
+    returns and the emulator does not model). The S3 tests' proxy, ``faultproxy.FaultProxy``,
+    works on the wire instead (resets, stalls, a response lost after the commit).
 
     - ``fail(n, matches, status)``: answer the next ``n`` matching requests with ``status``
       (503 by default) without forwarding them.

@@ -192,7 +192,7 @@ def test_action_metadata_and_mapping_agree() -> None:
     handled_by_entrypoint = {"command", "working-directory", "terraform-bin", "tool"}
     handled_by_entrypoint |= {"terraform-version"}
     for name in set(inputs) - handled_by_entrypoint:
-        value = "true" if name == "upload-plan-file" else "some-value"
+        value = "true" if name in SWITCH_INPUTS else "some-value"
         argv = build_invocation(github_env(command="plan", **{name: value})).argv
         assert f"--{name}" in argv, name
 

@@ -45,7 +45,7 @@ VALUE_INPUTS: tuple[str, ...] = (
 # Inputs the Docker action's entrypoint handles itself (choosing the binary).
 TOOLCHAIN_INPUTS: tuple[str, ...] = ("tool", "terraform-version")
 # Inputs that become a bare `--flag` when true.
-SWITCH_INPUTS: tuple[str, ...] = ("upload-plan-file",)
+SWITCH_INPUTS: tuple[str, ...] = ("upload-plan-file", "store-state-output")
 # Inputs that become one `--flag VALUE` per non-empty line.
 LIST_INPUTS: tuple[str, ...] = ("redact",)
 

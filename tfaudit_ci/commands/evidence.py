@@ -179,8 +179,9 @@ def main_report(ns: argparse.Namespace, config: Config, env: Mapping[str, str]) 
         sys.stdout.flush()
         where = "stdout"
     verdict = "OK" if result.ok else "FAILED"
+    runs, applies = len(evidence.runs), len(evidence.applies)
     sys.stderr.write(
-        f"tfaudit report: {fmt} written to {where}: {len(evidence.runs)} runs, "
-        f"{len(evidence.applies)} applies, verification {verdict}\n"
+        f"tfaudit report: {fmt} written to {where}: {runs} run{'s' * (runs != 1)}, "
+        f"{applies} appl{'y' if applies == 1 else 'ies'}, verification {verdict}\n"
     )
     return 0 if result.ok else errors.EXIT_VERIFY

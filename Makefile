@@ -18,8 +18,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 dev: $(VENV)/.installed
 
 lint: dev
-	$(BIN)/ruff check tfaudit_ci tests bench scripts host entrypoint.py
-	$(BIN)/ruff format --check tfaudit_ci tests bench scripts host entrypoint.py
+	$(BIN)/ruff check tfaudit_ci devkit tests bench scripts host entrypoint.py
+	$(BIN)/ruff format --check tfaudit_ci devkit tests bench scripts host entrypoint.py
 	$(BIN)/mypy
 	$(BIN)/mypy --strict host/setup_env.py scripts/release_pin.py
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/lint.sh

@@ -31,7 +31,7 @@ from bench.common import (
 )
 from bench.fast_moto import FastMoto, index_bucket
 from bench.seed import seed_stream
-from tests.support.servers import make_lock_bucket, unique_bucket
+from devkit.servers import make_lock_bucket, unique_bucket
 
 BENCH = "4. chain append"
 STREAM = "bench/append"  # no "/chain/" in it: run keys must not count as chain requests

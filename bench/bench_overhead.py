@@ -27,8 +27,8 @@ from bench.common import (
     tfaudit_cmd,
     timed,
 )
-from tests.support.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
-from tests.support.tfhelpers import terraform_binaries, tf_init, write_null_config
+from devkit.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
+from devkit.tfhelpers import terraform_binaries, tf_init, write_null_config
 
 BENCH = "1. wrapper overhead"
 RATIO_LIMIT = 1.10

@@ -30,8 +30,8 @@ from bench.common import (
     tfaudit_cmd,
     timed,
 )
-from tests.support.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
-from tests.support.tfhelpers import tf_init, write_null_config
+from devkit.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
+from devkit.tfhelpers import tf_init, write_null_config
 
 BENCH = "2. seed pipeline"
 

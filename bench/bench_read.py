@@ -37,7 +37,7 @@ from bench.common import (
 )
 from bench.fast_moto import FastMoto, index_bucket
 from bench.seed import seed_stream
-from tests.support.servers import make_lock_bucket, unique_bucket
+from devkit.servers import make_lock_bucket, unique_bucket
 
 BENCH = "8. read"
 STREAM = "bench/read"

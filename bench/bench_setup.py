@@ -194,7 +194,7 @@ def _docker(*args: str, timeout: float = 1800) -> float:
 
 
 def image_rows(params: Params, work: Path) -> list[Figure]:
-    from tests.support.docker_image import build_action_image, engine_problem, image_tags
+    from devkit.docker_image import build_action_image, engine_problem, image_tags
 
     problem = engine_problem()
     if problem:
@@ -239,9 +239,7 @@ def image_rows(params: Params, work: Path) -> list[Figure]:
 
 def run(params: Params, work: Path, wheelhouse: Path | None, wheel: Path) -> list[Figure]:
     if params.offline and wheelhouse is None:
-        raise BenchError(
-            "an offline run needs a wheelhouse (tests/support/docker_image.py makes one)"
-        )
+        raise BenchError("an offline run needs a wheelhouse (devkit/docker_image.py makes one)")
     (work / "host").mkdir(parents=True)
     figures = host_setup(params, work / "host", wheelhouse, wheel)
     if params.image_runs:
@@ -250,7 +248,7 @@ def run(params: Params, work: Path, wheelhouse: Path | None, wheel: Path) -> lis
 
 
 def run_standalone(params: Params, work: Path) -> list[Figure]:
-    from tests.support.docker_image import build_dist, shared_wheelhouse, wheelhouse_extras
+    from devkit.docker_image import build_dist, shared_wheelhouse, wheelhouse_extras
 
     wheel, _ = build_dist(work / "dist")
     wheelhouse = shared_wheelhouse(wheel, wheelhouse_extras()) if params.offline else None

@@ -30,7 +30,7 @@ from bench.common import (
 )
 from bench.fast_moto import FastMoto, index_bucket
 from bench.seed import seed_stream
-from tests.support.servers import make_lock_bucket, unique_bucket
+from devkit.servers import make_lock_bucket, unique_bucket
 
 BENCH = "5. verify"
 STREAM = "bench/verify"

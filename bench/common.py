@@ -25,7 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `python bench/run_all.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support.tfhelpers import isolated_env  # noqa: E402
+from devkit.tfhelpers import isolated_env  # noqa: E402
 
 P = TypeVar("P")  # a benchmark's parameter set
 

@@ -1,6 +1,6 @@
 """An in-process moto S3 server for the scale benchmarks, with direct seeding and request counts.
 
-Why not the usual ``tests.support.servers.start_moto`` process: stock moto answers every
+Why not the usual ``devkit.servers.start_moto`` process: stock moto answers every
 ListObjectVersions by deep-copying and sorting *all* versions in the bucket, so each of the
 chain's slot probes costs O(bucket size) on the server (seconds at 100,000 objects), and
 seeding 100,000 objects over HTTP takes minutes. Real S3 and Ceph RGW index keys. So here:
@@ -40,7 +40,7 @@ from moto.s3.models import S3Backend, s3_backends
 from moto.s3.utils import _VersionedKeyStore
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from tests.support.servers import REGION
+from devkit.servers import REGION
 
 _scope = threading.local()
 _patch_lock = threading.Lock()

@@ -34,8 +34,8 @@ from bench import (
     bench_verify,
 )
 from bench.common import BenchError, Figure, figures_json, machine_info, markdown_table
-from tests.support.servers import S3Server, start_moto
-from tests.support.tfhelpers import terraform_binaries
+from devkit.servers import S3Server, start_moto
+from devkit.tfhelpers import terraform_binaries
 
 BENCH_DIR = Path(__file__).resolve().parent
 README = BENCH_DIR / "README.md"

@@ -18,8 +18,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.support.servers import make_lock_bucket, start_moto  # noqa: E402
-from tests.support.tfhelpers import isolated_env, terraform_binaries, tf_init  # noqa: E402
+from devkit.servers import make_lock_bucket, start_moto  # noqa: E402
+from devkit.tfhelpers import isolated_env, terraform_binaries, tf_init  # noqa: E402
 
 BUCKET = "tfaudit-demo"
 STREAM = "demo/infra"
@@ -120,7 +120,7 @@ def verify_steps(env: dict[str, str], work: Path, store: str) -> int:
     """`tfaudit verify` passes on the demo stream, then fails on a tampered scratch copy."""
     import boto3
 
-    from tests.support.scenarios import copy_s3_trail
+    from devkit.filestore import copy_s3_trail
     from tfaudit_ci.canonical import canonical_bytes
 
     step("tfaudit verify: the trail is whole")

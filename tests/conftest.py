@@ -17,7 +17,7 @@ import pytest
 
 # Test helpers live in tests/support and are imported as ``tests.support.<module>``
 # (pyproject sets pythonpath).
-from tests.support.docker_image import (
+from devkit.docker_image import (
     ActionImage,
     DockerUnavailable,
     build_action_image,
@@ -26,6 +26,18 @@ from tests.support.docker_image import (
     engine_problem,
     shared_wheelhouse,
     wheelhouse_extras,
+)
+from devkit.servers import (
+    S3Server,
+    make_lock_bucket,
+    start_moto,
+    unique_bucket,
+)
+from devkit.tfhelpers import (
+    isolated_env,
+    terraform_binaries,
+    tf_init,
+    write_null_config,
 )
 from tests.support.emulators import (
     AzuriteEmulator,
@@ -40,18 +52,6 @@ from tests.support.server_pool import (
     ceph_required,
     s3_server_of,
     selected_server_kinds,
-)
-from tests.support.servers import (
-    S3Server,
-    make_lock_bucket,
-    start_moto,
-    unique_bucket,
-)
-from tests.support.tfhelpers import (
-    isolated_env,
-    terraform_binaries,
-    tf_init,
-    write_null_config,
 )
 
 _SERVERS_KEY = pytest.StashKey[ServerPool]()
@@ -223,7 +223,7 @@ def wheelhouse(built_dist: tuple[Path, Path]) -> Path:
 def action_image(
     request: pytest.FixtureRequest, docker_engine: None, tmp_path_factory: pytest.TempPathFactory
 ) -> ActionImage:
-    """The action image, built offline once per session (tests/support/docker_image.py)."""
+    """The action image, built offline once per session (devkit/docker_image.py)."""
     work = tmp_path_factory.mktemp("action-image")
 
     def packages() -> tuple[Path, Path]:

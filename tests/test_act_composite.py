@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from devkit.fake_release import serve
+from devkit.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
 from tests.support.act_runner import make_repo, run_act, selftest_workflow, verify_stream
-from tests.support.fake_release import serve
-from tests.support.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
 
 CACHE_SHA = "27d5ce7f107fe9357f9df03efb73ab90386fccae"  # the actions/cache pin in host/action.yml
 

@@ -2,7 +2,7 @@
 
 act gives the step its inputs, reads its outputs and step summary, and runs the
 post-entrypoint in a new container, as GitHub's runner does; the image is the one the
-Dockerfile builds here (tests/support/docker_image.py). Under act ``GITHUB_WORKSPACE`` is the host's
+Dockerfile builds here (devkit/docker_image.py). Under act ``GITHUB_WORKSPACE`` is the host's
 path, not /github/workspace: the action keeps its spool in the workspace either way, so the
 post step's container finds it. S3 is moto on 127.0.0.1 (act's host networking).
 """
@@ -14,6 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from devkit.docker_image import ActionImage, tag_as
+from devkit.servers import (
+    S3Server,
+    make_lock_bucket,
+    make_plain_bucket,
+    start_moto,
+    unique_bucket,
+)
 from tests.support.act_runner import (
     ActUnavailable,
     act_binary,
@@ -21,14 +29,6 @@ from tests.support.act_runner import (
     run_act,
     selftest_workflow,
     verify_stream,
-)
-from tests.support.docker_image import ActionImage, tag_as
-from tests.support.servers import (
-    S3Server,
-    make_lock_bucket,
-    make_plain_bucket,
-    start_moto,
-    unique_bucket,
 )
 
 ACT_IMAGE = "act-tfaudit-dockeraction:latest"  # act's name for the image of `uses: ./tfaudit`

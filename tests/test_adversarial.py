@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from devkit.servers import S3Server, make_lock_bucket, unique_bucket
 from tests.support.scenarios import (
     Scenario,
     forge,
@@ -31,7 +32,6 @@ from tests.support.scenarios import (
     slot_sha256,
     write_raw,
 )
-from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
 from tests.support.tfaudit_proc import result_json, tfaudit
 from tfaudit_ci.canonical import canonical_bytes
 from tfaudit_ci.chain import Chain

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from devkit.servers import S3Server
 from tests.support.faultproxy import (
     FaultProxy,
     Matcher,
@@ -29,7 +30,6 @@ from tests.support.faultproxy import (
     clock_skewed,
     running_proxy,
 )
-from tests.support.servers import S3Server
 from tests.support.tfaudit_proc import chain_records, tfaudit
 
 STREAM = "acme/bad-input"

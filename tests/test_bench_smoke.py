@@ -25,7 +25,7 @@ from bench import (
     bench_verify,
 )
 from bench.common import BenchError, Figure, markdown_table
-from tests.support.servers import S3Server, start_moto
+from devkit.servers import S3Server, start_moto
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import S3Server
+from devkit.servers import S3Server
 from tests.support.tfaudit_proc import chain_records, tfaudit
 
 STREAM = "acme/bytes"

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import S3Server
+from devkit.servers import S3Server
+from devkit.tfhelpers import NULL_PROVIDER_VERSION, tf_init
 from tests.support.tfaudit_proc import Completed, chain_records, result_json
-from tests.support.tfhelpers import NULL_PROVIDER_VERSION, tf_init
 
 STREAM = "acme/cancel"
 GRACE_WINDOW = 10.0

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from devkit.servers import S3Server
 from tests.support.faultproxy import Delay, op_is, running_proxy
-from tests.support.servers import S3Server
 
 
 def test_sigint_during_preflight_never_starts_the_command(

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import S3Server
+from devkit.servers import S3Server
+from devkit.tfhelpers import isolated_env, pinned_terraform, terraform_on_path, tf_init
 from tests.support.tfaudit_proc import chain_records, tfaudit
-from tests.support.tfhelpers import isolated_env, pinned_terraform, terraform_on_path, tf_init
 from tfaudit_ci.config import KEYS, Config, load_config
 from tfaudit_ci.config_trust import TRUST_ENV, Trust, key_trust
 from tfaudit_ci.record import parse_iso, utc_now

@@ -1,7 +1,7 @@
 """The Docker action's image, run the way the GitHub runner runs a container action.
 
 The image is the one the Dockerfile builds (offline, from local inputs:
-tests/support/docker_image.py).
+devkit/docker_image.py).
 Each step is a ``docker run`` with what the runner gives a container action: the workspace at
 /github/workspace, HOME at /github/home, the file-command folder, ``GITHUB_*`` variables and
 the inputs as ``INPUT_<NAME>`` (hyphens kept). The post step is a *new* container with the
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.docker_image import ActionImage, docker, run_env_args
-from tests.support.fake_release import add_release, make_signing_key, serve
-from tests.support.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
+from devkit.docker_image import ActionImage, docker, run_env_args
+from devkit.fake_release import add_release, make_signing_key, serve
+from devkit.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
 from tests.test_report_github import parse_github_output
 
 BASE_CONFIG = (
@@ -211,7 +211,7 @@ def test_a_killed_main_step_is_shipped_by_the_post_step(runner: Runner) -> None:
 
 
 def test_tool_tofu_runs_the_bundled_opentofu(runner: Runner) -> None:
-    """Stand-in OpenTofu (see tests/support/docker_image.py): proves selection and wiring only."""
+    """Stand-in OpenTofu (see devkit/docker_image.py): proves selection and wiring only."""
     done = runner.step("tofu", "version", tool="tofu")
     assert done.returncode == 0, done.stdout + done.stderr
     version = runner.image.tofu_version

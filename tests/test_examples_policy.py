@@ -31,10 +31,10 @@ import yaml
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from devkit.servers import S3Server, make_lock_bucket, start_moto
+from devkit.tfhelpers import isolated_env, pinned_terraform, terraform_on_path
 from tests.support.aws_mirror import aws_cli_config, require_aws_mirror
-from tests.support.servers import S3Server, make_lock_bucket, start_moto
 from tests.support.tfaudit_proc import chain_records, tfaudit
-from tests.support.tfhelpers import isolated_env, pinned_terraform, terraform_on_path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXAMPLE = EXAMPLES / "terraform" / "locked-bucket"

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from devkit.servers import S3Server
+from devkit.tfhelpers import isolated_env, pinned_terraform, tf_init, write_null_config
 from tests.support.faultproxy import (
     Delay,
     DropAfterCommit,
@@ -31,9 +33,7 @@ from tests.support.faultproxy import (
     running_proxy,
     slow_down,
 )
-from tests.support.servers import S3Server
 from tests.support.tfaudit_proc import chain_records, result_json, tfaudit
-from tests.support.tfhelpers import isolated_env, pinned_terraform, tf_init, write_null_config
 
 STREAM = "acme/faults"
 PREFIX = "audit"

@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.act_runner import verify_stream
-from tests.support.docker_image import (
+from devkit.docker_image import (
     BASE_IMAGE,
     REPO_ROOT,
     ActionImage,
@@ -32,7 +31,8 @@ from tests.support.docker_image import (
     tag_as,
     tools_dir,
 )
-from tests.support.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
+from devkit.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
+from tests.support.act_runner import verify_stream
 
 CONFIG = 'output "greeting" {\n  value = "hello"\n}\n'
 SECRETS = {

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from devkit.servers import S3Server
 from tests.support.oidc_issuer import Issuer, SigningKey, running_issuer
-from tests.support.servers import S3Server
 from tests.support.tfaudit_proc import chain_records, result_json, tfaudit
 from tfaudit_ci import jwt
 from tfaudit_ci.identity import audience_problem, is_sts_audience

@@ -22,7 +22,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from tests.support.servers import S3Server, start_moto
+from devkit.servers import S3Server, start_moto
 from tests.support.tfaudit_proc import chain_records, tfaudit
 
 BUCKET = "least-privilege-audit"

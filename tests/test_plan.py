@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.tfhelpers import isolated_env, terraform_binaries, terraform_version, tf_init
+from devkit.tfhelpers import isolated_env, terraform_binaries, terraform_version, tf_init
 from tfaudit_ci.plan import LITERAL, SENSITIVE, analyze_plan, redact_plan, summarize_plan
 
 PLANS = Path(__file__).parent / "fixtures" / "plans"

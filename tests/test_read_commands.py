@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from devkit.servers import S3Server, make_lock_bucket, unique_bucket
 from tests.support.read_trail import KEY, KEY_VAR, OTHER_STREAM, STREAM, Trail, session_trail
 from tests.support.scenarios import Scenario
-from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
 from tfaudit_ci.canonical import canonical_bytes
 from tfaudit_ci.record import chain_key
 from tfaudit_ci.signing import HmacSigner, NoSigner, hmac_key_id

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from devkit.servers import S3Server
 from tests.support.read_trail import KEY_VAR, STREAM, Trail, session_trail
 from tests.support.scenarios import Scenario
-from tests.support.servers import S3Server
 from tests.support.tfaudit_proc import tfaudit
 from tfaudit_ci.stores.file import FileStore
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.servers import S3Server
+from devkit.servers import S3Server
 from tfaudit_ci.report import detect_ci, github, publish
 from tfaudit_ci.result import PlanCounts, RunResult
 
@@ -367,7 +367,7 @@ def test_sigint_cancels_terraform_and_still_ships_the_record(
     tmp_path: Path,
 ) -> None:
     """The runner's cancel: SIGINT to the container's process while terraform applies."""
-    from tests.support.tfhelpers import NULL_PROVIDER_VERSION, tf_init
+    from devkit.tfhelpers import NULL_PROVIDER_VERSION, tf_init
 
     workdir = tmp_path / "slow"
     workdir.mkdir()

@@ -208,7 +208,7 @@ def test_component_script_block_runs_and_writes_the_reports(tmp_path: Path) -> N
     The store is file:// (not WORM, so on-unlocked=warn): S3 behaviour is covered by the
     run tests; this one checks the template, the input mapping and the report files.
     """
-    from tests.support.tfhelpers import isolated_env, pinned_terraform, write_null_config
+    from devkit.tfhelpers import isolated_env, pinned_terraform, write_null_config
 
     project = tmp_path / "project"
     write_null_config(project / "infra", count=2)

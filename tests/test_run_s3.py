@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import S3Server, make_lock_bucket, make_plain_bucket, unique_bucket
+from devkit.servers import S3Server, make_lock_bucket, make_plain_bucket, unique_bucket
+from devkit.tfhelpers import write_null_config
 from tests.support.tfaudit_proc import chain_records, result_json, tfaudit
-from tests.support.tfhelpers import write_null_config
 
 STREAM = "acme/infra"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import S3Server
+from devkit.servers import S3Server
 from tests.support.tfaudit_proc import chain_records
 
 STREAM = "acme/scale"

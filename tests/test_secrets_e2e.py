@@ -20,9 +20,9 @@ from urllib.parse import quote, quote_plus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.servers import S3Server
+from devkit.servers import S3Server
+from devkit.tfhelpers import isolated_env, pinned_terraform, terraform_on_path, tf_init
 from tests.support.tfaudit_proc import chain_records, result_json, tfaudit
-from tests.support.tfhelpers import isolated_env, pinned_terraform, terraform_on_path, tf_init
 from tfaudit_ci.redact import secret_forms
 
 STREAM = "acme/secrets"

@@ -28,15 +28,15 @@ from typing import Any
 
 import pytest
 
-from tests.support.servers import S3Server
-from tests.support.tfaudit_proc import chain_records, tfaudit
-from tests.support.tfhelpers import (
+from devkit.servers import S3Server
+from devkit.tfhelpers import (
     NULL_PROVIDER_VERSION,
     isolated_env,
     pinned_terraform,
     terraform_on_path,
     tf_init,
 )
+from tests.support.tfaudit_proc import chain_records, tfaudit
 
 STREAM = "acme/secrets-tf"
 PREFIX = "audit"

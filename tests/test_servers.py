@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from tests.support.servers import (
+from devkit.servers import (
     S3Server,
     ServerUnavailable,
     make_lock_bucket,
@@ -26,7 +26,7 @@ from tests.support.servers import (
     start_ceph,
     unique_bucket,
 )
-from tests.support.tfhelpers import (
+from devkit.tfhelpers import (
     NULL_PROVIDER_VERSION,
     PINNED_TERRAFORM_VERSION,
     isolated_env,
@@ -249,7 +249,7 @@ def test_ceph_watchdog_cleans_up_after_a_killed_owner(s3_server: S3Server, tmp_p
         f"""
         import os, sys
         sys.path.insert(0, {str(TESTS_DIR.parent)!r})
-        from tests.support.servers import start_ceph
+        from devkit.servers import start_ceph
         start_ceph(__import__("pathlib").Path(sys.argv[1]))
         os._exit(0)  # no stop(), no finalizers
         """

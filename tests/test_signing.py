@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.support.servers import S3Server, start_moto
+from devkit.servers import S3Server, start_moto
 from tfaudit_ci.canonical import canonical_bytes
 from tfaudit_ci.errors import ConfigError
 from tfaudit_ci.signing import (

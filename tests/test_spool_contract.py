@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from devkit.servers import S3Server, make_lock_bucket, make_plain_bucket, unique_bucket
 from tests.support.faultproxy import Respond, Stall, op_is, running_proxy
-from tests.support.servers import S3Server, make_lock_bucket, make_plain_bucket, unique_bucket
 from tests.support.tfaudit_proc import chain_records, result_json, tfaudit
 
 STREAM = "acme/contract"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from devkit.servers import S3Server, make_lock_bucket, unique_bucket
 from tests.support.emulators import AzuriteEmulator, Emulator
 from tests.support.server_pool import s3_server_of, selected_server_kinds
-from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
 from tfaudit_ci.stores import StoreOptions, open_store
 from tfaudit_ci.stores.base import Digests, Lock, Store
 from tfaudit_ci.vocab import AzureMode, GcsMode, LockMode

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from devkit.filestore import TamperableFileStore
 from tfaudit_ci.chain import Chain
 from tfaudit_ci.errors import ConfigError, UploadError
 from tfaudit_ci.stores.base import Digests, Lock, Policy
@@ -28,7 +29,7 @@ def _digests(data: bytes) -> Digests:
 def test_second_version_is_listed_after_the_first_and_readers_pick_the_oldest(
     tmp_path: Path,
 ) -> None:
-    store = FileStore(tmp_path)
+    store = TamperableFileStore(tmp_path)
     first = store.put_create_only("s/chain/000000000000.json", b"winner", LOCK)
     assert first is not None and first.version_id == "1"
     assert store.put_create_only("s/chain/000000000000.json", b"again", LOCK) is None
@@ -44,7 +45,7 @@ def test_second_version_is_listed_after_the_first_and_readers_pick_the_oldest(
 
 
 def test_delete_marker_hides_nothing_and_blocks_reuse_of_the_slot(tmp_path: Path) -> None:
-    store = FileStore(tmp_path)
+    store = TamperableFileStore(tmp_path)
     store.put_create_only("s/chain/000000000000.json", b"r0", LOCK)
     marker = store.put_delete_marker("s/chain/000000000000.json")
     versions = store.versions("s/chain/000000000000.json")
@@ -76,7 +77,7 @@ def test_put_file_never_overwrites(tmp_path: Path) -> None:
 
 
 def test_import_keeps_foreign_version_ids_and_order(tmp_path: Path) -> None:
-    store = FileStore(tmp_path / "copy")
+    store = TamperableFileStore(tmp_path / "copy")
     when = dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.timezone.utc)
     store.import_version("s/runs/f/plan.json", [b"v", b"1"], version_id="abc.1", last_modified=when)
     store.import_version("s/runs/f/plan.json", [b"v2"], version_id="Zx_2")
@@ -100,7 +101,7 @@ def test_tampering_in_place_changes_what_is_read(tmp_path: Path) -> None:
 
 
 def test_reserved_and_escaping_keys_are_refused(tmp_path: Path) -> None:
-    store = FileStore(tmp_path)
+    store = TamperableFileStore(tmp_path)
     with pytest.raises(ConfigError):
         store.put_version(".versions/x", b"")
     with pytest.raises(ConfigError):

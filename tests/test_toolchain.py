@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fake_release import (
+from devkit.fake_release import (
     SigningKey,
     add_release,
     make_signing_key,

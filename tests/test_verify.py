@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from devkit.filestore import TamperableFileStore
+from devkit.servers import S3Server, make_lock_bucket, unique_bucket
 from tests.support.scenarios import Scenario
-from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
 from tests.support.tfaudit_proc import result_json, tfaudit
 from tfaudit_ci.record import chain_key, utc_now
 from tfaudit_ci.signing import HmacSigner, HmacVerifier, NoSigner, hmac_key_id
@@ -254,7 +255,7 @@ def test_truncated_tail_on_the_file_store(tmp_path: Path, server: S3Server) -> N
 def test_fork_on_the_file_store(tmp_path: Path) -> None:
     """A store that ignored create-only: a second writer's record became version 2 of slot 2,
     and a third writer continued the chain from that losing version."""
-    store = FileStore(tmp_path / "store")
+    store = TamperableFileStore(tmp_path / "store")
     scenario = _scenario(store, tmp_path)
     scenario.create(2)
     winner = scenario.append()
@@ -271,7 +272,7 @@ def test_fork_on_the_file_store(tmp_path: Path) -> None:
 def test_superseded_duplicate_is_a_warning(tmp_path: Path) -> None:
     """The lost race the chain protocol expects: the loser's record stays as a later version
     of the slot, and the same run is appended again at the next seq."""
-    store = FileStore(tmp_path / "store")
+    store = TamperableFileStore(tmp_path / "store")
     scenario = _scenario(store, tmp_path)
     scenario.create(2)
     loser = scenario.build()

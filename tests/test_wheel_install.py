@@ -16,8 +16,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
-from tests.support.tfhelpers import isolated_env, pinned_terraform, tf_init, write_null_config
+from devkit.servers import S3Server, make_lock_bucket, unique_bucket
+from devkit.tfhelpers import isolated_env, pinned_terraform, tf_init, write_null_config
 from tfaudit_ci import __version__
 
 REPO = Path(__file__).resolve().parent.parent

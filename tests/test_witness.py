@@ -32,10 +32,10 @@ from unittest import mock
 
 import pytest
 
+from devkit.servers import S3Server, free_port, make_lock_bucket, unique_bucket
+from devkit.tfhelpers import isolated_env
 from tests.support.faultproxy import FaultProxy, Request, running_proxy, slow_down
-from tests.support.servers import S3Server, free_port, make_lock_bucket, unique_bucket
 from tests.support.tfaudit_proc import tfaudit
-from tests.support.tfhelpers import isolated_env
 from tfaudit_ci import cli
 from tfaudit_ci.canonical import canonical_bytes, sha256_hex
 from tfaudit_ci.record import chain_key

@@ -5,7 +5,7 @@ The workflow runs in a throwaway git repository holding a copy of this project u
 exactly as a user's workflow uses them by ref. act runs each job in a container of the
 stand-in base image (``-P ubuntu-latest=...``), on the host network (act's default, so
 127.0.0.1 servers are reachable), never pulls, and never rebuilds the Docker action: the
-image built by tests/support/docker_image.py is tagged the way act names a local action's image.
+image built by devkit/docker_image.py is tagged the way act names a local action's image.
 ``actions/checkout`` is act's own copy of the repository.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.docker_image import BASE_IMAGE, REPO_ROOT, docker_env
+from devkit.docker_image import BASE_IMAGE, REPO_ROOT, docker_env
 
 ACT_TIMEOUT_SECONDS = 900
 # What the actions need from the project (the Docker action's image is prebuilt).

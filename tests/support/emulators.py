@@ -16,14 +16,12 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.servers import free_port
+from devkit.servers import answers_http, free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,13 +57,7 @@ class Emulator:
             return ""
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 @dataclass
@@ -95,16 +87,6 @@ def _wait_ready(emulator: Emulator, probe: Callable[[], bool]) -> None:
         time.sleep(0.1)
     emulator.stop()
     raise RuntimeError(f"{emulator.name} did not start listening: {emulator.log_tail()}")
-
-
-def _http_answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2):
-            return True
-    except urllib.error.HTTPError:
-        return True  # any HTTP answer means the server is up
-    except OSError:
-        return False
 
 
 def fake_gcs_binary() -> Path:
@@ -153,7 +135,7 @@ def start_fake_gcs(workdir: Path) -> Emulator:
             stdin=subprocess.DEVNULL,
         )
     emulator = Emulator("fake-gcs-server", process, port, log_path)
-    _wait_ready(emulator, lambda: _http_answers(f"{emulator.url}/storage/v1/b"))
+    _wait_ready(emulator, lambda: answers_http(emulator.port, "/storage/v1/b"))
     return emulator
 
 
@@ -201,7 +183,7 @@ def start_azurite(workdir: Path) -> AzuriteEmulator:
             cwd=workdir,
         )
     emulator = AzuriteEmulator("azurite", process, port, log_path)
-    _wait_ready(emulator, lambda: _http_answers(f"{emulator.url}/{AZURITE_ACCOUNT}?comp=list"))
+    _wait_ready(emulator, lambda: answers_http(emulator.port, f"/{AZURITE_ACCOUNT}?comp=list"))
     return emulator
 
 

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers import S3Server, make_lock_bucket, unique_bucket
+from devkit.servers import S3Server, make_lock_bucket, unique_bucket
+from devkit.tfhelpers import isolated_env, terraform_binaries, terraform_version
 from tests.support.tfaudit_proc import tfaudit
-from tests.support.tfhelpers import isolated_env, terraform_binaries, terraform_version
 
 STREAM = "acme/infra"
 OTHER_STREAM = "acme/infra-review"

@@ -14,12 +14,13 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devkit.filestore import tamperable
 from tfaudit_ci.canonical import canonical_bytes, sha256_hex
 from tfaudit_ci.ci import CiInfo
 from tfaudit_ci.record import build_record, chain_key, iso, run_key, utc_now
@@ -268,7 +269,7 @@ class Scenario:
     def new_version(self, key: str, data: bytes) -> str:
         """A later version at an existing key: allowed on a versioned bucket, even locked."""
         if isinstance(self.store, FileStore):
-            return self.store.put_version(key, data)
+            return tamperable(self.store).put_version(key, data)
         client, bucket, full = _s3_target(self.store, key)
         response = client.put_object(
             Bucket=bucket,
@@ -282,7 +283,7 @@ class Scenario:
 
     def delete_marker(self, key: str) -> None:
         if isinstance(self.store, FileStore):
-            self.store.put_delete_marker(key)
+            tamperable(self.store).put_delete_marker(key)
             return
         client, bucket, full = _s3_target(self.store, key)
         client.delete_object(Bucket=bucket, Key=full)  # no VersionId: adds a marker
@@ -308,34 +309,6 @@ class Scenario:
 def _s3_target(store: Any, key: str) -> tuple[Any, str, str]:
     full = f"{store.prefix}/{key}" if store.prefix else key
     return store.client, store.bucket, full
-
-
-def copy_s3_trail(client: Any, bucket: str, prefix: str, destination: Path) -> FileStore:
-    """Every version of every object under ``prefix`` into a new file store, oldest first,
-    keeping version ids and timestamps (a scratch copy that verifies like the original)."""
-    store = FileStore(destination)
-    base = prefix.strip("/") + "/" if prefix.strip("/") else ""
-    by_key: dict[str, list[dict[str, Any]]] = {}
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=base):
-        for item in page.get("Versions", []):
-            by_key.setdefault(item["Key"], []).append(item)
-    for full_key, versions in sorted(by_key.items()):
-        for item in reversed(versions):  # listed newest first
-            body = client.get_object(Bucket=bucket, Key=full_key, VersionId=item["VersionId"])
-            store.import_version(
-                full_key[len(base) :],
-                _chunks(body["Body"]),
-                version_id=str(item["VersionId"]),
-                last_modified=item["LastModified"],
-            )
-    return store
-
-
-def _chunks(body: Any) -> Iterator[bytes]:
-    try:
-        yield from body.iter_chunks(1 << 20)
-    finally:
-        body.close()
 
 
 # -- attacker helpers (tests/test_adversarial.py) -----------------------------------------------

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.support.servers import S3Server, ServerUnavailable, start_ceph, start_moto
+from devkit.servers import S3Server, ServerUnavailable, start_ceph, start_moto
 
 SERVER_KINDS = ("moto", "ceph")
 

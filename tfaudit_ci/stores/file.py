@@ -3,12 +3,12 @@
 A local disk is not WORM: preflight says so, and a run refuses it unless ``--on-unlocked warn``
 is given. The normal writes (``put_create_only``, ``put_file``) create ``root/{key}`` exclusively
 and make it read-only; that file is the key's first version (id ``"1"``). Like a versioned
-bucket, a key can still receive later versions and delete markers (``put_version``,
-``put_delete_marker``): S3-compatible stores that ignore ``If-None-Match`` behave that way, the
-tamper tests need it, and a trail copied from a bucket keeps its version ids
-(``import_version``). Later versions live under ``root/.versions/{key}/`` as
-``{ordinal:06d}-{version_id}.data`` (bytes), ``.deleted`` (a delete marker) or ``.base``
-(an empty entry naming the id of the version whose bytes are ``root/{key}``).
+bucket, a key can still receive later versions and delete markers (``devkit.filestore`` writes
+them: S3-compatible stores that ignore ``If-None-Match`` behave that way, the tamper tests need
+it, and a trail copied from a bucket keeps its version ids). Later versions live under
+``root/.versions/{key}/`` as ``{ordinal:06d}-{version_id}.data`` (bytes), ``.deleted`` (a
+delete marker) or ``.base`` (an empty entry naming the id of the version whose bytes are
+``root/{key}``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import os
 import re
-import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,43 +234,6 @@ class FileStore:
         os.chmod(self._path(key), 0o444)
         return StoredObject(key, VERSION_ID, hashlib.sha256(data).hexdigest(), len(data))
 
-    def put_version(self, key: str, data: bytes, *, version_id: str | None = None) -> str:
-        """Add a new version of ``key`` (a store that ignores create-only, or an attacker)."""
-        return self.import_version(key, [data], version_id=version_id)
-
-    def put_delete_marker(self, key: str, *, version_id: str | None = None) -> str:
-        """What a plain DELETE does on a versioned bucket: the versions stay, hidden."""
-        _, vid = self._add_entry(key, version_id, "deleted")
-        return vid
-
-    def import_version(
-        self,
-        key: str,
-        chunks: Iterable[bytes],
-        *,
-        version_id: str | None = None,
-        last_modified: dt.datetime | None = None,
-    ) -> str:
-        """Append a version with the given id (e.g. copied from a bucket); returns the id."""
-        path: Path
-        base = self._path(key)
-        fd = None if self._entries(key) else self._open_exclusive(key)
-        if fd is not None:
-            path = base
-            vid = version_id or VERSION_ID
-            if vid != VERSION_ID:
-                self._add_entry(key, vid, "base")
-            self._write_fd(fd, chunks, key)
-        else:
-            path, vid = self._add_entry(key, version_id, "data")
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-            self._write_fd(fd, chunks, key)
-        os.chmod(path, 0o444)
-        if last_modified is not None:
-            stamp = last_modified.timestamp()
-            os.utime(path, (stamp, stamp))
-        return vid
-
     # -- reads -----------------------------------------------------------------------------
     def head(self, key: str, version_id: str) -> ObjectState | None:
         entry = self._find(key, version_id)
@@ -365,10 +327,3 @@ class FileStore:
         inside = resolved == root or resolved.startswith(root + os.sep)
         where = "inside the store" if inside else "outside the store root"
         return f"a symbolic link to {target[:200]!r} (resolves {where}): never followed"
-
-    def copy_tree(self, destination: Path) -> FileStore:
-        """A scratch copy of the whole store (every version), writable again."""
-        shutil.copytree(self.root, destination)
-        for path in destination.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        return FileStore(destination)

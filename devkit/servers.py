@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.literals import ObjectLockRetentionModeType
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CEPH_SCRIPTS = REPO_ROOT / "scripts" / "ceph-rgw"
 CEPH_BINARIES = (
     "ceph-mon",
@@ -106,12 +106,12 @@ class S3Server:
         }
 
     def is_running(self) -> bool:
-        return _answers_http(self.port)
+        return answers_http(self.port)
 
     def stop(self) -> None:
         """Stop the server now (idempotent). Ceph's state directory is deleted too."""
         if self.kind == "moto":
-            _stop_process(self._process)
+            stop_process(self._process)
             self._process = None
         elif self._ceph_dir is not None:
             _stop_ceph(self._ceph_dir)
@@ -151,7 +151,7 @@ def start_moto(workdir: Path, *, extra_env: Mapping[str, str] | None = None) -> 
             _wait_for_moto(process, port, workdir)
         except ServerUnavailable as exc:
             # Most likely another process grabbed the port between free_port() and bind.
-            _stop_process(process)
+            stop_process(process)
             last_error = exc
             continue
         return S3Server(
@@ -278,13 +278,14 @@ def _wait_for_moto(process: subprocess.Popen[bytes], port: int, workdir: Path) -
                 f"moto server exited with {process.returncode}: "
                 f"{_tail(workdir / f'moto-{port}.log')}"
             )
-        if _answers_http(port):
+        if answers_http(port):
             return
         time.sleep(0.1)
     raise ServerUnavailable(f"moto server did not answer on port {port} within the timeout")
 
 
-def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s: every server the tests start stops this way."""
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -295,11 +296,11 @@ def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
         process.wait(timeout=10)
 
 
-def _answers_http(port: int) -> bool:
+def answers_http(port: int, path: str = "/") -> bool:
     """True when something on the port answers an HTTP request (any status)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
-        connection.request("GET", "/")
+        connection.request("GET", path)
         connection.getresponse().read()
     except (OSError, http.client.HTTPException):
         return False

@@ -18,7 +18,7 @@ everything from this machine:
 Everything else is the Dockerfile as it is built on GitHub. The result is tagged with a
 digest of its inputs; a later session with the same inputs reuses it.
 
-    python -m tests.support.docker_image        # build (or reuse) and print the tag
+    python -m devkit.docker_image        # build (or reuse) and print the tag
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "python:3.12-slim-bookworm"
 IMAGE_REPO = "tfaudit-ci-test"
 CONTEXT_DIGEST_LABEL = "org.tfaudit-ci.test-inputs"
@@ -226,7 +226,7 @@ def _zip_binary(path: Path, name: str, binary: Path) -> None:
 
 def standin_releases(root: Path, key_home: Path) -> tuple[dict[str, str], Path]:
     """Signed terraform and OpenTofu releases under ``root``; ({tool: version}, public key)."""
-    from tests.support.fake_release import SIGNATURE_SUFFIX, make_signing_key
+    from devkit.fake_release import SIGNATURE_SUFFIX, make_signing_key
 
     key = make_signing_key(key_home, "tfaudit stand-in release key (tests only)")
     binary = terraform_binary()
@@ -245,7 +245,7 @@ def standin_releases(root: Path, key_home: Path) -> tuple[dict[str, str], Path]:
 
 @contextmanager
 def http_folder(root: Path) -> Iterator[str]:
-    from tests.support.fake_release import serve
+    from devkit.fake_release import serve
 
     with serve(root) as url:
         yield url

@@ -38,6 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from devkit.proc import run_tool
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "python:3.12-slim-bookworm"
 IMAGE_REPO = "tfaudit-ci-test"
@@ -154,7 +156,7 @@ def build_dist(out_dir: Path) -> tuple[Path, Path]:
 def fill_wheelhouse(target: Path, requirements: Sequence[str]) -> Path:
     """``pip download`` binary wheels of ``requirements`` (pinned by constraints.txt)."""
     target.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
+    run_tool(
         [
             sys.executable,
             "-m",
@@ -169,13 +171,9 @@ def fill_wheelhouse(target: Path, requirements: Sequence[str]) -> Path:
             str(REPO_ROOT / "constraints.txt"),
             *requirements,
         ],
-        capture_output=True,
-        text=True,
         timeout=900,
-        check=False,
+        what="pip download",
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"pip download failed: {done.stderr[-3000:]}")
     return target
 
 

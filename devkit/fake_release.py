@@ -14,13 +14,14 @@ import hashlib
 import http.server
 import json
 import shutil
-import subprocess
 import threading
 import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from devkit.proc import run_tool
 
 SIGNATURE_SUFFIX = {"terraform": ".sig", "tofu": ".gpgsig"}
 
@@ -53,7 +54,7 @@ class SigningKey:
 def _gpg(home: Path, *args: str) -> str:
     if shutil.which("gpg") is None:
         raise GpgUnavailable("gpg is not installed (apt-get install gnupg)")
-    done = subprocess.run(
+    return run_tool(
         [
             "gpg",
             "--homedir",
@@ -66,14 +67,10 @@ def _gpg(home: Path, *args: str) -> str:
             "",
             *args,
         ],
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
+        what=f"gpg {' '.join(args[:2])}",
+        tail=800,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"gpg {' '.join(args[:2])} failed: {done.stderr[-800:]}")
-    return done.stdout
 
 
 def make_signing_key(home: Path, name: str = "tfaudit test release key") -> SigningKey:

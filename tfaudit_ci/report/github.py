@@ -176,8 +176,8 @@ def step_summary(result: RunResult, warnings: Iterable[str] = ()) -> str:
     parts.append("| | |\n| --- | --- |\n")
     parts.append("".join(f"| {name} | {value} |\n" for name, value in facts))
     notes = [
-        html.escape(" ".join(text.split())[:SUMMARY_ERROR_MAX_CHARS], quote=False)
-        for text in (*result.warnings, *warnings)
+        html.escape(text[:SUMMARY_ERROR_MAX_CHARS], quote=False)
+        for text in _one_each(result.warnings, warnings)
     ]
     if notes:
         parts.append("\n> [!WARNING]\n" + "".join(f"> {note}\n>\n" for note in notes)[:-2])
@@ -205,6 +205,12 @@ def step_summary(result: RunResult, warnings: Iterable[str] = ()) -> str:
     return "".join(parts)
 
 
+def _one_each(*groups: Iterable[str]) -> list[str]:
+    """The warnings on one line each, in order, each once (the run and the environment may
+    both say that a trace log is on)."""
+    return list(dict.fromkeys(" ".join(text.split()) for group in groups for text in group))
+
+
 def trace_warnings(env: Mapping[str, str]) -> list[str]:
     """TF_LOG=trace/debug puts provider traffic in the log: redacted by shape only."""
     from tfaudit_ci.secondpass import trace_level, trace_warning
@@ -229,8 +235,8 @@ def report(result: RunResult, env: Mapping[str, str], out: TextIO | None = None)
     if result.error:
         annotate_error(result.error, stream, title="tfaudit")
     environment_warnings = trace_warnings(env)
-    for warning in (*result.warnings, *environment_warnings):
-        stream.write(f"::warning title=tfaudit::{escape_data(' '.join(warning.split()))}\n")
+    for warning in _one_each(result.warnings, environment_warnings):
+        stream.write(f"::warning title=tfaudit::{escape_data(warning)}\n")
 
     path_base = _container_path_base(env)
     for variable in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):

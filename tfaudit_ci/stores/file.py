@@ -13,7 +13,6 @@ tamper tests need it, and a trail copied from a bucket keeps its version ids
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -230,12 +229,48 @@ class FileStore:
         del lock
         if self._versions_dir(key).is_dir():
             return None  # the slot has (or had) versions: it was written before
-        fd = self._open_exclusive(key)
-        if fd is None:
+        path = self._parent_ready(key)
+        # Written whole, then linked into place (create-only and atomic): a reader never
+        # sees a half-written record (concurrent appenders would burn it as junk).
+        temporary = self._scratch(key, data, 0o444)
+        try:
+            os.link(temporary, path, follow_symlinks=False)
+        except FileExistsError:
             return None
-        self._write_fd(fd, [data], key)
-        os.chmod(self._path(key), 0o444)
+        except OSError as exc:
+            raise UploadError(
+                f"cannot write {path}: {exc.strerror}", fix="check the store directory"
+            ) from None
+        finally:
+            temporary.unlink(missing_ok=True)
         return StoredObject(key, VERSION_ID, hashlib.sha256(data).hexdigest(), len(data))
+
+    def _parent_ready(self, key: str) -> Path:
+        """``root/{key}``, its folder created, refusing any symbolic link on the way."""
+        path = self._path(key)
+        self._refuse_links(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._refuse_links(path)
+        return path
+
+    def _scratch(self, key: str, data: bytes, mode: int) -> Path:
+        """``data`` in a new file under ``.versions/`` (which no listing of a stream shows)."""
+        scratch = self.root / VERSIONS_DIR
+        self._refuse_links(scratch)
+        scratch.mkdir(parents=True, exist_ok=True)
+        temporary = scratch / f".new-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        except OSError as exc:
+            raise UploadError(
+                f"cannot write {temporary}: {exc.strerror}", fix="check the store directory"
+            ) from None
+        try:
+            self._write_fd(fd, [data], key)
+        except UploadError:
+            temporary.unlink(missing_ok=True)
+            raise
+        return temporary
 
     def put_version(self, key: str, data: bytes, *, version_id: str | None = None) -> str:
         """Add a new version of ``key`` (a store that ignores create-only, or an attacker)."""
@@ -356,23 +391,13 @@ class FileStore:
             return handle.read(limit)
 
     def put_latest(self, key: str, data: bytes) -> None:
-        """Replace ``root/{key}`` atomically: written under ``.versions/`` (which no listing
-        of a stream shows), then renamed over it."""
-        path = self._path(key)
-        self._refuse_links(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._refuse_links(path)
-        scratch = self.root / VERSIONS_DIR
-        self._refuse_links(scratch)
-        scratch.mkdir(exist_ok=True)
-        temporary = scratch / f".latest-{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        """Replace ``root/{key}`` atomically: written whole, then renamed over it."""
+        path = self._parent_ready(key)
+        temporary = self._scratch(key, data, 0o644)
         try:
-            self._write_fd(fd, [data], key)
             os.replace(temporary, path)
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                temporary.unlink()
+            temporary.unlink(missing_ok=True)
 
     def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
         """(key, why) of every symbolic link and special file under ``prefix`` (and under its

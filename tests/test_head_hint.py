@@ -391,3 +391,26 @@ def test_the_file_store_replaces_the_hint_atomically(tmp_path: Path, _no_leftove
         head_hint.write(store, STREAM, seq)
     assert head_hint.read(store, STREAM) == 2
     assert list(store.list_keys(f"{STREAM}/")) == [head_hint_key(STREAM)]
+
+
+def test_a_block_flooded_with_junk_keys_is_asked_slot_by_slot(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Junk keys under the block's prefix must not make every append page through them: a
+    block listing over the limit is dropped and the slots are asked one by one."""
+    from tfaudit_ci import chain as chain_module
+
+    monkeypatch.setattr(chain_module, "BLOCK_LISTING_LIMIT", 6)
+    store = _s3_store(s3_server, monkeypatch)
+    for n in range(3):
+        _ship(store, f"run-{n}")
+    client = s3_server.client()
+    for n in range(6):
+        key = f"audit/{STREAM}/chain/0000000000-junk-{n}"
+        client.put_object(Bucket=store.bucket, Key=key, Body=b"junk")
+    requests = _Requests(store)
+    chain = Chain(store, STREAM)
+    assert _ship(store, "after", chain=chain).slot.seq == 3
+    assert chain.hinted == 2 and chain.probes >= 2  # the hinted slot and the one above it
+    assert requests.counts["ListObjectVersions"] == 1 + chain.probes + 3
+    _assert_unbroken(store, 3)

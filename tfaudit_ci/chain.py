@@ -51,15 +51,18 @@ FREE_RUN_BEFORE_LISTING = 64
 # onto when no record this many slots further down verifies with the key either.
 KEY_CHANGE_SCAN = 32
 _SIGNATURE_CODES = {Code.SIGNATURE, Code.SIGNATURE_UNCHECKED}
+# One page of a block listing: 100 slots leave room for 900 extra versions or stray keys;
+# a block holding more (junk written to slow appenders down) is not listed at all.
+BLOCK_LISTING_LIMIT = 1000
 __all__ = ["MAX_SEQ", "Appended", "Chain", "Link", "Slot"]
 
 
 @runtime_checkable
 class PrefixListing(Protocol):
     """A store that lists the versions under any key prefix (not only under folders): one
-    listing of a block prefix shows up to 100 slots."""
+    listing of a block prefix shows up to 100 slots; None when there are over ``limit``."""
 
-    def list_versions_under(self, prefix: str) -> Iterator[VersionInfo]: ...
+    def list_versions_under(self, prefix: str, limit: int) -> list[VersionInfo] | None: ...
 
 
 @dataclass(frozen=True)
@@ -158,10 +161,13 @@ class Chain:
         if not isinstance(self.store, PrefixListing):
             return
         for block in sorted({seq // CHAIN_BLOCK for seq in seqs if 0 <= seq <= MAX_SEQ}):
+            listed = self.store.list_versions_under(
+                chain_block_prefix(self.stream, block * CHAIN_BLOCK), BLOCK_LISTING_LIMIT
+            )
+            if listed is None:
+                continue  # flooded with versions or junk keys: ask slot by slot instead
             found: dict[int, list[VersionInfo]] = {}
-            for info in self.store.list_versions_under(
-                chain_block_prefix(self.stream, block * CHAIN_BLOCK)
-            ):
+            for info in listed:
                 seq = seq_from_chain_key(self.stream, info.key)
                 if seq is not None:
                     found.setdefault(seq, []).append(info)

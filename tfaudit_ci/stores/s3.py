@@ -17,7 +17,7 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from threading import Thread
@@ -401,9 +401,12 @@ class S3Store(PrefixedStore):
         S3 lists a key's versions newest first (and delete markers apart from versions);
         last-modified times can tie within a second, so list order breaks ties.
         """
+        yield from self._by_key(self._version_pages(self._key(prefix)))
+
+    def _by_key(self, pages: Iterable[Any]) -> Iterator[VersionInfo]:
         epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         pending: dict[str, list[VersionInfo]] = {}
-        for page in self._version_pages(self._key(prefix)):
+        for page in pages:
             for item in page.get("Versions", []):
                 key = self._relative(str(item["Key"]))
                 pending.setdefault(key, []).append(
@@ -454,9 +457,11 @@ class S3Store(PrefixedStore):
             finally:
                 body.close()
 
-    def list_versions_under(self, prefix: str) -> Iterator[VersionInfo]:
-        """``list_versions`` of any key prefix (S3 prefixes are strings, not folders)."""
-        return self.list_versions(prefix)
+    def list_versions_under(self, prefix: str, limit: int) -> list[VersionInfo] | None:
+        """``list_versions`` of any key prefix (S3 prefixes are strings, not folders) in one
+        request: None when there are more than ``limit`` (at most 1,000) versions."""
+        page = next(self._version_pages(self._key(prefix), max_keys=limit))
+        return None if page.get("IsTruncated") else list(self._by_key([page]))
 
     # -- the head hint (tfaudit_ci/head_hint.py): the one key that is rewritten -------------
     def read_latest(self, key: str, limit: int) -> bytes | None:

@@ -41,6 +41,7 @@ from moto.s3.utils import _VersionedKeyStore
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from devkit.servers import REGION
+from tfaudit_ci.record import HEAD_HINT_NAME
 
 _scope = threading.local()
 _patch_lock = threading.Lock()
@@ -128,7 +129,7 @@ def classify(method: str, path: str, query: str) -> tuple[str, bool]:
     """(operation, touches the chain) for one S3 request."""
     params = parse_qs(query, keep_blank_values=True)
     target = unquote(path) + " " + " ".join(v for vs in params.values() for v in vs)
-    on_chain = "/chain/" in target
+    on_chain = "/chain/" in target or f"/{HEAD_HINT_NAME}" in target  # the head hint too
     if "versions" in params:
         op = "ListObjectVersions"
     elif method == "HEAD":

@@ -1,8 +1,13 @@
 """Appending to the hash chain with create-only writes (docs/record-format.md, "Chain
 protocol" and "Burned slots").
 
-The head is found by probing (``slots.probe_head``), so appending to a stream of 100,000
-records costs a few dozen requests; a slot's record is its oldest version (``slots.winner``).
+The head is found from the head hint (``head_hint.py``): the appender lists the versions of
+the hinted slot, the one below and the one above in a single listing (where the store lists by
+any key prefix), and starts probing there (``slots.probe_head``). Without a usable hint it
+probes from scratch, a few dozen requests at 100,000 records. A slot's record is its oldest
+version (``slots.winner``). The hint is never trusted for more than where to start: the head
+it leads to must be taken, the slot above it free, and the walk down to the predecessor must
+cross no free slot; otherwise the appender probes from scratch.
 
 The writer never chains onto something that is not a valid record of its stream. Walking
 back from the head, it judges each slot with verify's own checks (size cap, strict and
@@ -15,17 +20,24 @@ junk object can never block a stream, and verify reports each burned slot as tam
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from tfaudit_ci import slots
+from tfaudit_ci import head_hint, slots
 from tfaudit_ci.canonical import sha256_hex
 from tfaudit_ci.errors import UploadError
-from tfaudit_ci.record import chain_key, chain_prefix, seq_from_chain_key
+from tfaudit_ci.record import (
+    CHAIN_BLOCK,
+    MAX_SEQ,
+    chain_block_prefix,
+    chain_key,
+    chain_prefix,
+    seq_from_chain_key,
+)
 from tfaudit_ci.record_limits import MAX_BURNED, MAX_RECORD_BYTES, WRITE_LIMIT, fit_record
 from tfaudit_ci.signing import Signer, Verifier, sign_record
-from tfaudit_ci.stores.base import Lock, Store, StoredObject
+from tfaudit_ci.stores.base import Lock, Store, StoredObject, VersionInfo
 from tfaudit_ci.verify import checks
 from tfaudit_ci.verify.model import Code, Problem, error
 
@@ -33,13 +45,24 @@ MAX_APPEND_TRIES = 64
 # How far back from the head to look for a record a run already appended (a killed run's
 # `recover`, or a retry after a lost answer).
 DUPLICATE_LOOKBACK = 32
-MAX_SEQ = 999_999_999_999  # the key holds 12 digits
 # After this many free slots in a row while walking back, list the chain instead of probing.
 FREE_RUN_BEFORE_LISTING = 64
 # Records that fail only their signature (a key newly configured, or rotated) are chained
 # onto when no record this many slots further down verifies with the key either.
 KEY_CHANGE_SCAN = 32
 _SIGNATURE_CODES = {Code.SIGNATURE, Code.SIGNATURE_UNCHECKED}
+# One page of a block listing: 100 slots leave room for 900 extra versions or stray keys;
+# a block holding more (junk written to slow appenders down) is not listed at all.
+BLOCK_LISTING_LIMIT = 1000
+__all__ = ["MAX_SEQ", "Appended", "Chain", "Link", "Slot"]
+
+
+@runtime_checkable
+class PrefixListing(Protocol):
+    """A store that lists the versions under any key prefix (not only under folders): one
+    listing of a block prefix shows up to 100 slots; None when there are over ``limit``."""
+
+    def list_versions_under(self, prefix: str, limit: int) -> list[VersionInfo] | None: ...
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,15 @@ class _Verdict:
         return self.record is not None and bool(codes) and codes <= _SIGNATURE_CODES
 
 
+@dataclass
+class _Walk:
+    """The predecessor found walking down from a head, and the taken slots above it."""
+
+    pred: _Verdict | None
+    burned: list[_Verdict]
+    hole: bool = False  # stopped at a free slot (asked to, for a head found from the hint)
+
+
 @dataclass(frozen=True)
 class Appended:
     slot: Slot
@@ -100,8 +132,12 @@ class Chain:
         self.stream = stream
         self.verifier = verifier
         self.probes = 0  # slot probes made, for benchmarks and tests
+        self.hinted: int | None = None  # the seq the head hint named, when one was read
         self._verdicts: dict[int, _Verdict] = {}  # a slot's winner never changes
         self._slots: dict[int, Slot | None] = {}
+        # Versions of slots seen in block listings. A taken slot stays taken; a free one
+        # may be taken any moment, so free entries are forgotten after losing a slot.
+        self._listed: dict[int, list[VersionInfo]] = {}
 
     def key(self, seq: int) -> str:
         return chain_key(self.stream, seq)
@@ -109,12 +145,57 @@ class Chain:
     def _taken(self, seq: int) -> bool:
         if seq > MAX_SEQ:
             return False  # not a key of the chain, whatever an attacker stored there
+        if seq in self._listed:
+            return bool(self._listed[seq])
         self.probes += 1
         return self.store.slot_taken(self.key(seq))
+
+    def _versions(self, seq: int) -> list[VersionInfo]:
+        if seq in self._listed:
+            return self._listed[seq]
+        return self.store.versions(self.key(seq))
+
+    def _list_blocks(self, seqs: Iterable[int]) -> None:
+        """One listing per 100-slot block holding ``seqs``, remembered for every slot of it;
+        nothing on a store without prefix listings (then each slot is asked on its own)."""
+        if not isinstance(self.store, PrefixListing):
+            return
+        for block in sorted({seq // CHAIN_BLOCK for seq in seqs if 0 <= seq <= MAX_SEQ}):
+            listed = self.store.list_versions_under(
+                chain_block_prefix(self.stream, block * CHAIN_BLOCK), BLOCK_LISTING_LIMIT
+            )
+            if listed is None:
+                continue  # flooded with versions or junk keys: ask slot by slot instead
+            found: dict[int, list[VersionInfo]] = {}
+            for info in listed:
+                seq = seq_from_chain_key(self.stream, info.key)
+                if seq is not None:
+                    found.setdefault(seq, []).append(info)
+            first = block * CHAIN_BLOCK
+            for seq in range(first, min(first + CHAIN_BLOCK, MAX_SEQ + 1)):
+                self._listed[seq] = found.get(seq, [])
+
+    def _forget_free(self) -> None:
+        """Drop what was known about free slots (another writer may have taken them)."""
+        self._listed = {seq: found for seq, found in self._listed.items() if found}
+        self._slots = {seq: slot for seq, slot in self._slots.items() if slot is not None}
+        self._verdicts = {seq: v for seq, v in self._verdicts.items() if v.taken}
 
     def find_head(self, known_taken: int = -1) -> int:
         """Highest seq whose slot was ever written, or -1 for an empty stream."""
         return slots.probe_head(self._taken, known_taken)
+
+    def hinted_head(self) -> int | None:
+        """The head found upwards from the head hint; None when there is no hint or its slot
+        is free (a hint ahead of the chain: the caller probes from scratch)."""
+        hint = head_hint.read(self.store, self.stream)
+        self.hinted = hint
+        if hint is None:
+            return None
+        self._list_blocks((hint - 1, hint, hint + 1))
+        if not self._taken(hint):
+            return None
+        return self.find_head(hint)
 
     def read_slot(self, seq: int) -> Slot | None:
         """The winner of a slot (None when it has no real version), read with bounded memory."""
@@ -126,7 +207,7 @@ class Chain:
         from tfaudit_ci.verify.reader import CHUNK, digest_chunks
 
         key = self.key(seq)
-        winner = slots.winner(self.store.versions(key))
+        winner = slots.winner(self._versions(seq))
         if winner is None:
             return None
         chunks = self.store.iter_version(key, winner.version_id, CHUNK)
@@ -139,7 +220,7 @@ class Chain:
         if seq in self._verdicts:
             return self._verdicts[seq]
         slot = self.read_slot(seq)
-        verdict = _Verdict(seq, slot is not None or self.store.slot_taken(self.key(seq)), slot)
+        verdict = _Verdict(seq, slot is not None or self._taken(seq), slot)
         if slot is None:
             if verdict.taken:
                 verdict.problems.append(
@@ -177,12 +258,20 @@ class Chain:
     def predecessor(self, head: int) -> tuple[_Verdict | None, list[_Verdict]]:
         """(the last valid record at or below ``head`` or None, the taken slots above it
         that are burned, lowest first)."""
+        walk = self._walk(head, stop_at_free=False)
+        return walk.pred, walk.burned
+
+    def _walk(self, head: int, *, stop_at_free: bool) -> _Walk:
+        """``predecessor``; with ``stop_at_free``, a free slot on the way down ends the walk
+        with ``hole`` set (a head found from the hint must sit on an unbroken run of slots)."""
         burned: list[_Verdict] = []
         fallback: tuple[_Verdict, list[_Verdict]] | None = None
         for seq in self._downwards(head):
             verdict = self.judge(seq)
             if verdict.valid:
-                return verdict, burned[::-1]
+                return _Walk(verdict, burned[::-1])
+            if stop_at_free and not verdict.taken:
+                return _Walk(None, [], hole=True)
             if verdict.signature_only and fallback is None:
                 fallback = verdict, list(burned)
             if fallback is not None and fallback[0].seq - seq >= KEY_CHANGE_SCAN:
@@ -197,8 +286,8 @@ class Chain:
                         "investigate the writers, then write to a new stream name",
                     )
         if fallback is not None:
-            return fallback[0], fallback[1][::-1]
-        return None, burned[::-1]
+            return _Walk(fallback[0], fallback[1][::-1])
+        return _Walk(None, burned[::-1])
 
     def _downwards(self, head: int) -> Iterator[int]:
         """Slots from ``head`` down to 0; past a long run of free slots (junk written far
@@ -225,9 +314,17 @@ class Chain:
         run_folder: str,
         lock: Lock | None,
     ) -> Appended:
-        head = self.find_head()
+        hinted = self.hinted_head()
+        head = self.find_head() if hinted is None else hinted
+        from_hint = hinted is not None
         for _ in range(MAX_APPEND_TRIES):
-            pred, burned = self.predecessor(head)
+            walk = self._walk(head, stop_at_free=from_hint)
+            if walk.hole:
+                # The hint led onto slots not joined to the chain below (a forged hint, junk
+                # written far above the head): never append there; probe from scratch.
+                head, from_hint = self.find_head(), False
+                continue
+            pred, burned = walk.pred, walk.burned
             if pred is not None and pred.valid and pred.slot and _folder(pred) == run_folder:
                 # Our record is already in the chain (a second `recover` raced the first,
                 # or a retry after a lost answer): never append it twice.
@@ -259,6 +356,7 @@ class Chain:
                 return Appended(slot, stored, link.burned, reasons)
             # Lost the slot, or our own attempt landed and its response was lost: then the
             # slot holds exactly our bytes (a look-alike with our run folder is not ours).
+            self._forget_free()
             winner = self.read_slot(seq)
             if winner is not None and winner.data == data:
                 return self._appended(winner, link.burned)

@@ -11,6 +11,9 @@ from tfaudit_ci import __version__
 
 SCHEMA = "tfaudit.record/v1"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+CHAIN_BLOCK = 100  # slots per listing block: keys share all but their last two digits
+HEAD_HINT_NAME = "chain-head.json"
+MAX_SEQ = 999_999_999_999  # the slot key holds 12 digits
 
 
 def utc_now() -> dt.datetime:
@@ -44,6 +47,18 @@ def chain_key(stream: str, seq: int) -> str:
 
 def chain_prefix(stream: str) -> str:
     return f"{stream}/chain/"
+
+
+def chain_block_prefix(stream: str, seq: int) -> str:
+    """The key prefix shared by the 100 slots of ``seq``'s block (``seq // 100``): one
+    listing of it shows every version of those slots."""
+    return f"{chain_prefix(stream)}{seq // CHAIN_BLOCK:010d}"
+
+
+def head_hint_key(stream: str) -> str:
+    """The head hint (docs/record-format.md, "Head hint"): beside ``chain/``, not in it, so
+    no listing of the chain ever pages through its versions."""
+    return f"{stream}/{HEAD_HINT_NAME}"
 
 
 def seq_from_chain_key(stream: str, key: str) -> int | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tfaudit_ci import head_hint
 from tfaudit_ci.chain import DUPLICATE_LOOKBACK, Chain, Link
 from tfaudit_ci.errors import ReadbackError
 from tfaudit_ci.locking import LockDecision
@@ -235,6 +236,8 @@ class Shipper:
                 lambda: {hashlib.md5(data, usedforsecurity=False).hexdigest()},
             ),
         )
+        # Only once the record is confirmed: where the next appender starts probing.
+        head_hint.write(self.store, spool.stream, slot.seq)
         return self.receipt(slot.seq, obj.key, obj.version_id, slot.sha256)
 
     def receipt(self, seq: int, key: str, version_id: str, sha256: str) -> Receipt:

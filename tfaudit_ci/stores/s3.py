@@ -17,7 +17,7 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from threading import Thread
@@ -401,9 +401,12 @@ class S3Store(PrefixedStore):
         S3 lists a key's versions newest first (and delete markers apart from versions);
         last-modified times can tie within a second, so list order breaks ties.
         """
+        yield from self._by_key(self._version_pages(self._key(prefix)))
+
+    def _by_key(self, pages: Iterable[Any]) -> Iterator[VersionInfo]:
         epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         pending: dict[str, list[VersionInfo]] = {}
-        for page in self._version_pages(self._key(prefix)):
+        for page in pages:
             for item in page.get("Versions", []):
                 key = self._relative(str(item["Key"]))
                 pending.setdefault(key, []).append(
@@ -453,6 +456,44 @@ class S3Store(PrefixedStore):
                 yield from body.iter_chunks(chunk_size)
             finally:
                 body.close()
+
+    def list_versions_under(self, prefix: str, limit: int) -> list[VersionInfo] | None:
+        """``list_versions`` of any key prefix (S3 prefixes are strings, not folders) in one
+        request: None when there are more than ``limit`` (at most 1,000) versions."""
+        page = next(self._version_pages(self._key(prefix), max_keys=limit))
+        return None if page.get("IsTruncated") else list(self._by_key([page]))
+
+    # -- the head hint (tfaudit_ci/head_hint.py): the one key that is rewritten -------------
+    def read_latest(self, key: str, limit: int) -> bytes | None:
+        full = self._key(key)
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=full, Range=f"bytes=0-{limit - 1}"
+            )
+            body = response["Body"]
+            try:
+                return body.read(limit)
+            finally:
+                body.close()
+        except TfauditError:
+            raise
+        except Exception as exc:
+            if http_status(exc) == 404 or error_code(exc) in _MISSING_CODES:
+                return None
+            if http_status(exc) == 416:  # an empty object
+                return b""
+            raise self._translate(exc, f"reading {full}", ReadbackError) from None
+
+    def put_latest(self, key: str, data: bytes) -> None:
+        full = self._key(key)
+        with self._translating(f"writing {full}", UploadError):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=full,
+                Body=data,
+                ContentMD5=_b64(hashlib.md5(data, usedforsecurity=False).hexdigest()),
+                ContentType="application/json",
+            )
 
     def list_keys(self, prefix: str) -> Iterator[str]:
         seen: set[str] = set()

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Set
 from dataclasses import dataclass, field
 
 from tfaudit_ci import slots
-from tfaudit_ci.record import chain_prefix, seq_from_chain_key
+from tfaudit_ci.record import chain_prefix, head_hint_key, seq_from_chain_key
 from tfaudit_ci.stores.base import VersionInfo
 from tfaudit_ci.verify.model import Code, Problem, error, warning
 
@@ -85,7 +85,10 @@ def split_listing(stream: str, versions: Iterable[VersionInfo]) -> Layout:
     runs = f"{stream}/runs/"
     chain = chain_prefix(stream)
     stray: set[str] = set()
+    hint = head_hint_key(stream)
     for info in versions:
+        if info.key == hint:
+            continue  # the appenders' head hint: rewritten by design, never trusted
         if info.key.startswith(chain):
             seq = seq_from_chain_key(stream, info.key)
             if seq is None:

@@ -89,26 +89,20 @@ def check_state(
         )
 
 
+@dataclass
 class Shipper:
     """One shipment of one spool to one store."""
 
-    def __init__(
-        self,
-        store: Store,
-        spool: SpoolState,
-        spool_dir: Path,
-        decision: LockDecision,
-        signer: Signer,
-        witness: Witness | None = None,
-    ) -> None:
-        self.store = store
-        self.spool = spool
-        self.spool_dir = spool_dir
-        self.decision = decision
-        self.signer = signer
-        self.witness = witness
-        self.retain_until = decision.retain_until()
-        self.lock = decision.lock(self.retain_until)
+    store: Store
+    spool: SpoolState
+    spool_dir: Path
+    decision: LockDecision
+    signer: Signer
+    witness: Witness | None = None
+
+    def __post_init__(self) -> None:
+        self.retain_until = self.decision.retain_until()
+        self.lock = self.decision.lock(self.retain_until)
         # What the record states: this shipment's lock, or less when it pins an earlier
         # upload whose lock (within the slack) ends sooner; verify holds every artifact to it.
         self.stated_retain_until = self.retain_until

@@ -75,6 +75,10 @@ class _Entry:
     path: Path  # where the bytes are (root/{key} for "base")
 
 
+def _cannot_write(path: Path, exc: OSError) -> UploadError:
+    return UploadError(f"cannot write {path}: {exc.strerror}", fix="check the store directory")
+
+
 class FileStore:
     lock_readback = False  # a directory cannot hold a retention lock
 
@@ -183,18 +187,13 @@ class FileStore:
 
     # -- writes ----------------------------------------------------------------------------
     def _open_exclusive(self, key: str) -> int | None:
-        path = self._path(key)
+        path = self._parent_ready(key)
         try:
-            self._refuse_links(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._refuse_links(path)
             return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
             return None
         except OSError as exc:
-            raise UploadError(
-                f"cannot write {path}: {exc.strerror}", fix="check the store directory"
-            ) from None
+            raise _cannot_write(path, exc) from None
 
     @staticmethod
     def _write_fd(fd: int, chunks: Iterable[bytes], what: str) -> None:
@@ -237,9 +236,7 @@ class FileStore:
         except FileExistsError:
             return None
         except OSError as exc:
-            raise UploadError(
-                f"cannot write {path}: {exc.strerror}", fix="check the store directory"
-            ) from None
+            raise _cannot_write(path, exc) from None
         finally:
             temporary.unlink(missing_ok=True)
         return StoredObject(key, VERSION_ID, hashlib.sha256(data).hexdigest(), len(data))
@@ -248,7 +245,10 @@ class FileStore:
         """``root/{key}``, its folder created, refusing any symbolic link on the way."""
         path = self._path(key)
         self._refuse_links(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _cannot_write(path.parent, exc) from None
         self._refuse_links(path)
         return path
 
@@ -261,9 +261,7 @@ class FileStore:
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         except OSError as exc:
-            raise UploadError(
-                f"cannot write {temporary}: {exc.strerror}", fix="check the store directory"
-            ) from None
+            raise _cannot_write(temporary, exc) from None
         try:
             self._write_fd(fd, [data], key)
         except UploadError:

@@ -77,6 +77,7 @@ class _Entry:
 
 class FileStore:
     lock_readback = False  # a directory cannot hold a retention lock
+    stored_sha256 = False  # nothing but the bytes: verify hashes them
 
     def __init__(self, root: Path) -> None:
         self.root = root

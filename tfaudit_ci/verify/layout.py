@@ -71,9 +71,10 @@ class Layout:
             bisect.bisect_left(self.present, low) : bisect.bisect_right(self.present, high)
         ]
 
-    def head(self) -> int:
-        """The head an appender finds by probing (-1 when empty)."""
-        return slots.probe_head(lambda seq: seq in self.slots)
+    def head(self, start: int = -1) -> int:
+        """The head an appender finds by probing (-1 when empty), from ``start``: a slot
+        known to be taken (an incremental verify lists only the chain from its checkpoint)."""
+        return slots.probe_head(lambda seq: seq in self.slots, start)
 
 
 def split_listing(stream: str, versions: Iterable[VersionInfo]) -> Layout:

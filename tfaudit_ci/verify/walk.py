@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from tfaudit_ci import record_limits
 from tfaudit_ci.identity import IDENTITY_ARTIFACT
 from tfaudit_ci.identity_verify import identity_problems
-from tfaudit_ci.record import chain_key, utc_now
+from tfaudit_ci.record import chain_key, chain_prefix, utc_now
 from tfaudit_ci.stores.base import Store, VersionInfo
 from tfaudit_ci.verify import checks, layout
 from tfaudit_ci.verify.model import (
     ERROR,
+    ChainTip,
     CheckedRecord,
     Code,
     Fetched,
@@ -37,7 +38,7 @@ from tfaudit_ci.verify.model import (
     error,
     warning,
 )
-from tfaudit_ci.verify.reader import EVIDENCE_LIMIT, Reader, parallel_map, reader_for
+from tfaudit_ci.verify.reader import EVIDENCE_LIMIT, WalkReader, parallel_map, walk_reader_for
 
 if TYPE_CHECKING:
     from tfaudit_ci.verify.witness import WitnessCheck
@@ -105,7 +106,7 @@ class _Walk:
         self.witness = witness
         self.options = options
         self.result = result
-        self.reader: Reader = reader_for(store, options.parallelism)
+        self.reader: WalkReader = walk_reader_for(store, options.parallelism)
         self.now = options.now or utc_now()
         self.check_locks = (
             store.lock_readback if options.check_locks is None else options.check_locks
@@ -127,12 +128,18 @@ class _Walk:
         self.high = -1
         self.listed = False
         self.completed = False  # every check of the walk ran (else no record counts as valid)
+        self.runs_from: str | None = None  # incremental: where the run folders were listed from
 
     # -- the walk ------------------------------------------------------------------------------
     def run(self) -> None:
         stream = self.options.stream
+        tip = self.options.checkpoint
         try:
-            self.listing = layout.split_listing(stream, self.reader.list_versions(f"{stream}/"))
+            if tip is None:
+                versions = list(self.reader.list_versions(f"{stream}/"))
+            else:
+                versions = self._list_after(tip)
+            self.listing = layout.split_listing(stream, versions)
             unsafe = self.reader.unsafe_entries(f"{stream}/")
         except Exception as exc:
             self.result.problems.append(_list_failed(exc, stream, self.store.uri))
@@ -141,14 +148,19 @@ class _Walk:
         for key, why in unsafe:
             self.result.problems.append(error(Code.SYMLINK, why, key=key))
         listing = self.listing
-        self.result.head = listing.head()
+        start = tip.seq if tip is not None and tip.seq in listing.slots else -1
+        self.result.head = listing.head(start)
         if not listing.slots:
             self.result.problems.append(
                 error(Code.EMPTY, f"stream {stream!r} has no records in {self.store.uri}")
             )
             self._witness()
             return
-        self.low, self.high = self._window()
+        if tip is None:
+            self.low, self.high = self._window()
+        else:
+            self.low, self.high = tip.seq + 1, listing.present[-1]
+            self._from_checkpoint(tip)
         self.window = listing.between(self.low, self.high)
         if self.window:
             self.result.first_seq, self.result.last_seq = self.window[0], self.window[-1]
@@ -159,19 +171,136 @@ class _Walk:
         size = max(1, self.options.batch_size)
         for start in range(0, len(with_record), size):
             self._batch(with_record[start : start + size])
+        if tip is not None and with_record:
+            self._continues(tip, with_record[0])
         self._burned()
         self._extra_versions()
         referenced = self.referenced | {e.run_folder for e in self.extras if e.run_folder}
+        if tip is not None:
+            self._list_folders(sorted(self.pins))
         for folder, pins in sorted(self.pins.items()):
             self.result.problems.extend(
                 layout.unpinned_problems(listing, folder, pins, self.folders.get(folder))
             )
+        since = self.options.since
+        if tip is not None:
+            # Run folders before the checkpoint's record were looked at by the verify that
+            # wrote it (docs/verify.md, "Incremental verify").
+            anchor = self.infos.get(tip.seq)
+            if anchor is not None and anchor.run_folder is not None:
+                referenced.add(anchor.run_folder)
+            since = anchor.link.started_at if anchor is not None else None
         self.result.problems.extend(
-            layout.orphan_problems(listing, referenced, self.options.since, self.options.until)
+            layout.orphan_problems(listing, referenced, since, self.options.until)
         )
         self.result.problems.extend(self._max_age())
         self._witness()
         self.completed = True
+
+    # -- incremental verify --------------------------------------------------------------------
+    def _list_after(self, tip: ChainTip) -> list[VersionInfo]:
+        """What an incremental verify lists: the chain from the checkpoint's slot on (every
+        slot after it, however far: what catches objects planted ahead), and the run folders
+        from the checkpoint record's time, less ``--max-overlap``, on; each listing starts
+        at a key, so it costs what was written since, not the stream's size."""
+        stream = self.options.stream
+        after = chain_key(stream, tip.seq - 1) if tip.seq > 0 else None
+        found = list(self.reader.list_versions(chain_prefix(stream), after=after))
+        self.listing = layout.split_listing(stream, found)
+        self._load([tip.seq])
+        anchor = self.infos.get(tip.seq)
+        started = anchor.link.started_at if anchor is not None else None
+        if started is not None:
+            stamp = (started - self.options.max_overlap).strftime("%Y%m%dT%H%M%S")
+            self.runs_from = f"{stream}/runs/{stamp}"
+        found += self.reader.list_versions(f"{stream}/runs/", after=self.runs_from)
+        return found
+
+    def _list_folders(self, folders: Iterable[str]) -> None:
+        """List the run folders of new records that sort before what ``_list_after`` listed
+        (a record may claim an early start), so that each one's objects are all seen."""
+        stream, listing = self.options.stream, self.listing
+        for folder in folders:
+            prefix = f"{stream}/runs/{folder}/"
+            if self.runs_from is None or prefix > self.runs_from:
+                continue
+            for version in self.reader.list_versions(prefix):
+                listing.artifacts.setdefault(version.key, []).append(version)
+        listing.artifact_keys = sorted(listing.artifacts)
+
+    def _from_checkpoint(self, tip: ChainTip) -> None:
+        """The checkpoint's slot still holds the version and the record it names, and nothing
+        was written to the slot since (its record was read while listing)."""
+        head = self.result.head
+        found: list[str] = []
+        slot = self.listing.slots.get(tip.seq)
+        info = self.infos.get(tip.seq)
+        if slot is None or slot.winner is None:
+            found.append("the slot holds no record")
+        elif head is not None and tip.seq > head:
+            found.append(f"the slot lies beyond the head (seq {head})")
+        else:
+            if slot.winner.version_id != tip.version_id:
+                found.append(
+                    f"its winning version is {slot.winner.version_id}, not {tip.version_id}"
+                )
+            if info is None or info.fetched.sha256 != tip.sha256:
+                sha = info.fetched.sha256 if info is not None else None
+                found.append(f"its record hashes to {sha}, not {tip.sha256}")
+            elif info.link.signature is None or dict(info.link.signature) != dict(
+                tip.signature or {}
+            ):
+                found.append("its record's signature differs from the checkpoint's")
+            if len(slot.versions) != tip.slot_versions:
+                found.append(
+                    f"the slot holds {len(slot.versions)} versions and delete markers, "
+                    f"{tip.slot_versions} when the checkpoint was written: it was written to "
+                    "since"
+                )
+        self.result.problems.extend(
+            error(
+                Code.CHECKPOINT,
+                f"the checkpoint does not match the chain: {text} (run a full verify "
+                "without --checkpoint)",
+                seq=tip.seq,
+                key=chain_key(self.options.stream, tip.seq),
+            )
+            for text in found
+        )
+
+    def _continues(self, tip: ChainTip, first: int) -> None:
+        """The first record after the checkpoint links to it (the link across)."""
+        info = self.infos.get(first)
+        target = info.target if info is not None else None
+        if target == tip.seq:
+            return  # its prev sha256 is checked against the slot like any link
+        named = "no readable prev" if target is None else f"prev seq {target}"
+        self.result.problems.append(
+            error(
+                Code.CHECKPOINT,
+                f"does not continue from the checkpoint at seq {tip.seq} ({named})",
+                seq=first,
+            )
+        )
+
+    def tip(self) -> ChainTip | None:
+        """The last record verified, as a checkpoint holds it (None when it was not read)."""
+        present = [seq for seq in self.listing.present if self.listing.slots[seq].winner]
+        if not present:
+            return None
+        last = present[-1]
+        info = self.infos.get(last)
+        winner = self.listing.slots[last].winner
+        if info is None or winner is None or info.fetched.sha256 is None:
+            return None
+        signature = info.link.signature
+        return ChainTip(
+            last,
+            info.fetched.sha256,
+            winner.version_id,
+            dict(signature) if signature is not None else None,
+            len(self.listing.slots[last].versions),
+        )
 
     def _witness(self) -> None:
         """The chain against its witness's checkpoints (and --head-from), by record hash."""
@@ -179,15 +308,16 @@ class _Walk:
             return
         from tfaudit_ci.verify.witness import ChainFacts
 
-        present = frozenset(
-            seq for seq, slot in self.listing.slots.items() if slot.winner is not None
-        )
+        present = {seq for seq, slot in self.listing.slots.items() if slot.winner is not None}
+        tip = self.options.checkpoint
+        if tip is not None:  # the verify that wrote it found every slot up to it in place
+            present.update(range(tip.seq + 1))
         shas = {
             seq: info.fetched.sha256
             for seq, info in self.infos.items()
             if info.fetched.sha256 is not None
         }
-        findings = self.witness.check(ChainFacts(present, shas, list(self.window)))
+        findings = self.witness.check(ChainFacts(frozenset(present), shas, list(self.window)))
         self.result.problems.extend(findings.problems)
         self.result.notes.extend(findings.notes)
 
@@ -213,6 +343,10 @@ class _Walk:
             result.notes.append("signatures not checked (no --key, --public-key or --kms-key)")
         else:
             result.notes.append(f"signatures checked with {verifier.description}")
+        windowed = self.options.since is not None or self.options.until is not None
+        if self.completed and result.ok and not windowed:
+            result.tip = self.tip()
+        result.requests = self.reader.requests
         if self.options.lock_note:
             result.notes.append(self.options.lock_note)
         elif not self.check_locks:
@@ -523,7 +657,8 @@ class _Walk:
             keep = self.options.keep_artifacts.get(name, 0) if isinstance(name, str) else 0
             if name == IDENTITY_ARTIFACT:
                 keep = max(keep, EVIDENCE_LIMIT)
-            return self.reader.fetch(key, str(entry.get("version_id")), keep=keep)
+            version = str(entry.get("version_id"))
+            return self.reader.check(key, version, keep=keep, deep=self.options.deep)
 
         fetched = parallel_map(read, jobs, self.options.parallelism)
         evidence: dict[int, bytes | None] = {}

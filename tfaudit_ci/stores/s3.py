@@ -270,6 +270,9 @@ class S3Store(PrefixedStore):
                         ContentLength=digests.size,
                         ContentMD5=_b64(digests.md5),
                         ChecksumSHA256=_b64(digests.sha256),
+                        # Named too, so that the server keeps it for HeadObject to return
+                        # (moto keeps it only then; verify compares it: Store.stored_sha256).
+                        ChecksumAlgorithm="SHA256",
                         ContentType="text/plain; charset=utf-8",
                         **self._lock_args(lock),
                     )
@@ -355,6 +358,7 @@ class S3Store(PrefixedStore):
                 IfNoneMatch="*",
                 ContentMD5=_b64(hashlib.md5(data, usedforsecurity=False).hexdigest()),
                 ChecksumSHA256=_b64(sha),
+                ChecksumAlgorithm="SHA256",
                 ContentType="application/json",
                 **self._lock_args(lock),
             )

@@ -150,17 +150,19 @@ class _Walk:
         listing = self.listing
         start = tip.seq if tip is not None and tip.seq in listing.slots else -1
         self.result.head = listing.head(start)
+        if tip is not None:
+            self._from_checkpoint(tip)
         if not listing.slots:
-            self.result.problems.append(
-                error(Code.EMPTY, f"stream {stream!r} has no records in {self.store.uri}")
-            )
+            if tip is None:
+                self.result.problems.append(
+                    error(Code.EMPTY, f"stream {stream!r} has no records in {self.store.uri}")
+                )
             self._witness()
             return
         if tip is None:
             self.low, self.high = self._window()
         else:
             self.low, self.high = tip.seq + 1, listing.present[-1]
-            self._from_checkpoint(tip)
         self.window = listing.between(self.low, self.high)
         if self.window:
             self.result.first_seq, self.result.last_seq = self.window[0], self.window[-1]
@@ -172,7 +174,7 @@ class _Walk:
         for start in range(0, len(with_record), size):
             self._batch(with_record[start : start + size])
         if tip is not None and with_record:
-            self._continues(tip, with_record[0])
+            self._continues(tip, with_record)
         self._burned()
         self._extra_versions()
         referenced = self.referenced | {e.run_folder for e in self.extras if e.run_folder}
@@ -268,20 +270,29 @@ class _Walk:
             for text in found
         )
 
-    def _continues(self, tip: ChainTip, first: int) -> None:
-        """The first record after the checkpoint links to it (the link across)."""
-        info = self.infos.get(first)
-        target = info.target if info is not None else None
-        if target == tip.seq:
-            return  # its prev sha256 is checked against the slot like any link
-        named = "no readable prev" if target is None else f"prev seq {target}"
-        self.result.problems.append(
-            error(
-                Code.CHECKPOINT,
-                f"does not continue from the checkpoint at seq {tip.seq} ({named})",
-                seq=first,
+    def _continues(self, tip: ChainTip, seqs: list[int]) -> None:
+        """The link across: a record that holds up continues from the checkpoint, and none
+        reaches back over it (what it skipped was verified as valid)."""
+        trusted = [seq for seq in seqs if seq in self.infos and self.infos[seq].trusted]
+        for seq in trusted:
+            target = self.infos[seq].target
+            if target is not None and target < tip.seq:
+                self.result.problems.append(
+                    error(
+                        Code.CHECKPOINT,
+                        f"its prev (seq {target}) reaches back over the checkpoint at seq "
+                        f"{tip.seq}",
+                        seq=seq,
+                    )
+                )
+        if not any(self.infos[seq].target == tip.seq for seq in trusted):
+            self.result.problems.append(
+                error(
+                    Code.CHECKPOINT,
+                    f"no valid record continues from the checkpoint at seq {tip.seq}",
+                    seq=seqs[0],
+                )
             )
-        )
 
     def tip(self) -> ChainTip | None:
         """The last record verified, as a checkpoint holds it (None when it was not read)."""

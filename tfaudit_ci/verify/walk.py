@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -129,6 +130,8 @@ class _Walk:
         self.listed = False
         self.completed = False  # every check of the walk ran (else no record counts as valid)
         self.runs_from: str | None = None  # incremental: where the run folders were listed from
+        self.pool: ThreadPoolExecutor | None = None  # while the batches run
+        self.prefetched: dict[int, Future[tuple[int, Fetched]]] = {}
 
     # -- the walk ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -171,8 +174,20 @@ class _Walk:
         )
         with_record = [seq for seq in self.window if listing.slots[seq].winner is not None]
         size = max(1, self.options.batch_size)
-        for start in range(0, len(with_record), size):
-            self._batch(with_record[start : start + size])
+        batches = [with_record[start : start + size] for start in range(0, len(with_record), size)]
+        workers = max(1, self.options.parallelism)
+        with ThreadPoolExecutor(workers, thread_name_prefix="tfaudit-verify") as pool:
+            self.pool = pool
+            try:
+                for number, batch in enumerate(batches):
+                    if number + 1 < len(batches):
+                        self._prefetch(batches[number + 1])
+                    self._batch(batch)
+            finally:
+                self.pool = None
+                for future in self.prefetched.values():
+                    future.cancel()
+                self.prefetched = {}
         if tip is not None and with_record:
             self._continues(tip, with_record)
         self._burned()
@@ -377,16 +392,31 @@ class _Walk:
                 wanted.append(seq)
         wanted.sort()
 
-        def read(seq: int) -> tuple[int, Fetched]:
-            winner = self.listing.slots[seq].winner
-            assert winner is not None
-            fetched = self.reader.fetch(
-                winner.key, winner.version_id, keep=record_limits.MAX_RECORD_BYTES
-            )
-            return seq, fetched
-
-        for seq, fetched in parallel_map(read, wanted, self.options.parallelism):
+        ready = [(seq, self.prefetched.pop(seq)) for seq in wanted if seq in self.prefetched]
+        rest = [seq for seq in wanted if seq not in dict(ready)]
+        for seq, fetched in parallel_map(self._read_slot, rest, self.options.parallelism):
             self.infos[seq] = self._info(seq, fetched)
+        for seq, future in ready:
+            self.infos[seq] = self._info(seq, future.result()[1])
+
+    def _read_slot(self, seq: int) -> tuple[int, Fetched]:
+        winner = self.listing.slots[seq].winner
+        assert winner is not None
+        fetched = self.reader.fetch(
+            winner.key, winner.version_id, keep=record_limits.MAX_RECORD_BYTES
+        )
+        return seq, fetched
+
+    def _prefetch(self, seqs: list[int]) -> None:
+        """Start reading the next batch's records while this one is checked (the checks
+        are CPU work; the reads wait on the store)."""
+        if self.pool is None:
+            return
+        for seq in seqs:
+            slot = self.listing.slots.get(seq)
+            if seq in self.infos or seq in self.prefetched or slot is None or not slot.winner:
+                continue
+            self.prefetched[seq] = self.pool.submit(self._read_slot, seq)
 
     def _info(self, seq: int, fetched: Fetched) -> _Info:
         try:
@@ -537,12 +567,13 @@ class _Walk:
         preds = [t for t in targets if t is not None and t >= 0]
         self._load(preds)
         self._load_extras([*seqs, *preds])
+        jobs, reads = self._start_artifacts(seqs)  # read while the records are checked
         for seq in seqs:
             info = self.infos.get(seq)
             if info is None:
                 continue
             self.record_problems[seq] = self._check(seq, info)
-        artifacts = self._artifacts(seqs)
+        artifacts = self._artifacts(seqs, jobs, [read() for read in reads])
         if self.options.on_record is not None:
             for seq in seqs:
                 info = self.infos.get(seq)
@@ -641,8 +672,11 @@ class _Walk:
         )
 
     # -- artifacts -----------------------------------------------------------------------------
-    def _artifacts(self, seqs: list[int]) -> dict[int, list[Fetched | None]]:
-        """Check the artifacts of these records; returns each record's reads, in order."""
+    def _start_artifacts(
+        self, seqs: list[int]
+    ) -> tuple[list[tuple[int, Any]], list[Callable[[], Fetched | None]]]:
+        """Start reading the artifacts of these records: (each record's entries, and for
+        each a call that waits for its read)."""
         stream = self.options.stream
         jobs: list[tuple[int, Any]] = []
         for seq in seqs:
@@ -671,7 +705,14 @@ class _Walk:
             version = str(entry.get("version_id"))
             return self.reader.check(key, version, keep=keep, deep=self.options.deep)
 
-        fetched = parallel_map(read, jobs, self.options.parallelism)
+        assert self.pool is not None, "batches run inside run()'s pool"
+        return jobs, [self.pool.submit(read, job).result for job in jobs]
+
+    def _artifacts(
+        self, seqs: list[int], jobs: list[tuple[int, Any]], fetched: list[Fetched | None]
+    ) -> dict[int, list[Fetched | None]]:
+        """Check the artifacts of these records (``fetched``: the reads of ``jobs``); returns
+        each record's reads, in order."""
         evidence: dict[int, bytes | None] = {}
         reads: dict[int, list[Fetched | None]] = {}
         for (seq, entry), item in zip(jobs, fetched, strict=True):
@@ -696,13 +737,13 @@ class _Walk:
             self.result.artifacts_total += 1
             self.result.artifacts_valid += 0 if found else 1
         for seq in seqs:
-            info = self.infos.get(seq)
-            if info is None or info.record is None:
+            held = self.infos.get(seq)
+            if held is None or held.record is None:
                 continue
-            if info.run_folder is not None and info.trusted:
-                self.pins.setdefault(info.run_folder, set())
+            if held.run_folder is not None and held.trusted:
+                self.pins.setdefault(held.run_folder, set())
             self.record_problems.setdefault(seq, []).extend(
-                self._identity(seq, info.record, evidence.get(seq))
+                self._identity(seq, held.record, evidence.get(seq))
             )
         return reads
 

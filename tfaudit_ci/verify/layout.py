@@ -180,11 +180,14 @@ def slot_problems(layout: Layout, low: int, high: int, head: int) -> list[Proble
                     seq=seq,
                 )
             )
-    for key in layout.stray:
-        problems.append(
-            error(Code.STRAY_OBJECT, "object in the stream that tfaudit never writes", key=key)
-        )
-    return problems
+    return problems + stray_problems(layout.stray)
+
+
+def stray_problems(keys: Iterable[str]) -> list[Problem]:
+    return [
+        error(Code.STRAY_OBJECT, "object in the stream that tfaudit never writes", key=key)
+        for key in keys
+    ]
 
 
 def folder_time(folder: str) -> dt.datetime | None:

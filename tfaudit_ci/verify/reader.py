@@ -30,10 +30,11 @@ _R = TypeVar("_R")
 CHUNK = 1 << 20
 # Identity evidence is read whole up to this size; anything larger is only hashed.
 EVIDENCE_LIMIT = 4 << 20
-# Servers cap a listing page at their own maximum (1000 on AWS, Ceph, MinIO), so asking
-# for more is harmless there; servers without a cap (moto) answer in far fewer pages,
-# which matters because each of their pages costs time proportional to the whole bucket.
-LIST_PAGE_SIZE = 100_000
+# AWS, Ceph and MinIO cap a listing page at 1000 anyway. Pages are handed on as they come
+# (verify checks the chain while the run folders are still being listed), so a smaller page
+# lets that start sooner. (Stock moto builds each page from the whole bucket: slow on large
+# streams whatever the page size; bench/fast_moto.py indexes keys as real servers do.)
+LIST_PAGE_SIZE = 1000
 
 
 class Reader(Protocol):
@@ -216,7 +217,6 @@ class S3Reader(_Counted):
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_object_versions")
         pending: dict[str, list[VersionInfo]] = {}
-        order: list[str] = []
         start: dict[str, Any] = {"KeyMarker": self._full(after)} if after is not None else {}
         pages = paginator.paginate(
             Bucket=self.bucket,
@@ -227,10 +227,7 @@ class S3Reader(_Counted):
         for page in pages:
             for item in page.get("Versions", []):
                 key = str(item["Key"])[strip:]
-                if key not in pending:
-                    pending[key] = []
-                    order.append(key)
-                pending[key].append(
+                pending.setdefault(key, []).append(
                     VersionInfo(
                         key,
                         str(item["VersionId"]),
@@ -241,14 +238,15 @@ class S3Reader(_Counted):
                 )
             for marker in page.get("DeleteMarkers", []):
                 key = str(marker["Key"])[strip:]
-                if key not in pending:
-                    pending[key] = []
-                    order.append(key)
-                pending[key].append(
+                pending.setdefault(key, []).append(
                     VersionInfo(key, str(marker["VersionId"]), True, marker.get("LastModified"))
                 )
-        for key in order:
-            yield from _oldest_first(pending[key])
+            # Keys before the next page's first key are complete: hand them on page by page
+            # (verify starts on the chain while the run folders are still being listed).
+            marker_key = page.get("NextKeyMarker") if page.get("IsTruncated") else None
+            limit = str(marker_key)[strip:] if marker_key is not None else None
+            for key in sorted(k for k in pending if limit is None or k < limit):
+                yield from _oldest_first(pending.pop(key))
 
     def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
         del prefix

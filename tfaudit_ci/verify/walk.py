@@ -91,6 +91,8 @@ def verify_stream(
                 traceback=traceback.format_exc(),
             )
         )
+    finally:
+        walk.close()
     walk.finish()
     return result
 
@@ -131,6 +133,10 @@ class _Walk:
         self.completed = False  # every check of the walk ran (else no record counts as valid)
         self.runs_from: str | None = None  # incremental: where the run folders were listed from
         self.pool: ThreadPoolExecutor | None = None  # while the batches run
+        # the listing after the chain, still under way (``_list_chain_first``)
+        self.rest: Future[list[VersionInfo]] | None = None
+        self.rest_first: VersionInfo | None = None
+        self.background: ThreadPoolExecutor | None = None
         self.prefetched: dict[int, Future[tuple[int, Fetched]]] = {}
 
     # -- the walk ------------------------------------------------------------------------------
@@ -138,10 +144,7 @@ class _Walk:
         stream = self.options.stream
         tip = self.options.checkpoint
         try:
-            if tip is None:
-                versions = list(self.reader.list_versions(f"{stream}/"))
-            else:
-                versions = self._list_after(tip)
+            versions = self._list_chain_first() if tip is None else self._list_after(tip)
             self.listing = layout.split_listing(stream, versions)
             unsafe = self.reader.unsafe_entries(f"{stream}/")
         except Exception as exc:
@@ -193,6 +196,7 @@ class _Walk:
         self._burned()
         self._extra_versions()
         referenced = self.referenced | {e.run_folder for e in self.extras if e.run_folder}
+        self._rest_of_listing()
         if tip is not None:
             self._list_folders(sorted(self.pins))
         for folder, pins in sorted(self.pins.items()):
@@ -215,6 +219,51 @@ class _Walk:
         self.completed = True
 
     # -- incremental verify --------------------------------------------------------------------
+    def _list_chain_first(self) -> list[VersionInfo]:
+        """The listing of the stream up to the end of its chain; what sorts after the chain
+        (the run folders: most of the objects) goes on being listed in the background while
+        the records are checked, and joins the listing in ``_rest_of_listing``."""
+        stream = self.options.stream
+        chain = chain_prefix(stream)
+        listed = iter(self.reader.list_versions(f"{stream}/"))
+        found: list[VersionInfo] = []
+        for version in listed:
+            if version.key > chain and not version.key.startswith(chain):
+                self.rest_first = version
+                self.background = ThreadPoolExecutor(1, thread_name_prefix="tfaudit-list")
+                self.rest = self.background.submit(list, listed)
+                break
+            found.append(version)
+        return found
+
+    def _rest_of_listing(self) -> None:
+        """Join what ``_list_chain_first`` left to the background: run folders and stray keys
+        (a listing is in key order: nothing in it can be a chain slot)."""
+        if self.rest is None or self.rest_first is None:
+            return
+        stream = self.options.stream
+        try:
+            rest = layout.split_listing(stream, [self.rest_first, *self.rest.result()])
+        except Exception as exc:
+            self.result.problems.append(_list_failed(exc, stream, self.store.uri))
+            return
+        finally:
+            self.close()
+        if rest.slots:
+            raise RuntimeError("the store listed chain slots out of key order")
+        listing = self.listing
+        listing.artifacts.update(rest.artifacts)
+        listing.artifact_keys = sorted(listing.artifacts)
+        self.result.problems.extend(layout.stray_problems(rest.stray))
+        listing.stray = sorted([*listing.stray, *rest.stray])
+
+    def close(self) -> None:
+        """Stop waiting for a background listing (an early end of the walk)."""
+        self.rest = None
+        if self.background is not None:
+            self.background.shutdown(wait=False, cancel_futures=True)
+            self.background = None
+
     def _list_after(self, tip: ChainTip) -> list[VersionInfo]:
         """What an incremental verify lists: the chain from the checkpoint's slot on (every
         slot after it, however far: what catches objects planted ahead), and the run folders

@@ -102,17 +102,7 @@ def run(params: VerifyParams, work: Path) -> list[Figure]:
             make_lock_bucket(client, bucket)
             index_bucket(bucket)
             seed_seconds = seed_stream(bucket, "audit", STREAM, size, artifacts=True)
-            argv = [
-                *tfaudit_cmd(),
-                "verify",
-                "--store",
-                f"s3://{bucket}/audit",
-                "--stream",
-                STREAM,
-                "--parallelism",
-                str(params.parallelism),
-                "--json",
-            ]
+            argv = _verify_argv(bucket, params.parallelism)
             times: list[float] = []
             requests: list[int] = []
             runs = params.big_runs if size >= 10_000 else params.runs
@@ -149,6 +139,21 @@ def run(params: VerifyParams, work: Path) -> list[Figure]:
     return figures
 
 
+def _verify_argv(bucket: str, parallelism: int, *extra: str) -> list[str]:
+    return [
+        *tfaudit_cmd(),
+        "verify",
+        "--store",
+        f"s3://{bucket}/audit",
+        "--stream",
+        STREAM,
+        "--parallelism",
+        str(parallelism),
+        "--json",
+        *extra,
+    ]
+
+
 def _checkpoint_at(bucket: str, seq: int, path: Path) -> None:
     """The checkpoint a passing verify through ``seq`` writes, from the seeded record."""
     import json
@@ -174,19 +179,7 @@ def _incremental(params: VerifyParams, server: FastMoto, env: dict[str, str], wo
     index_bucket(bucket)
     seed_seconds = seed_stream(bucket, "audit", STREAM, size, artifacts=True)
     path = work / "checkpoint.json"
-    argv = [
-        *tfaudit_cmd(),
-        "verify",
-        "--store",
-        f"s3://{bucket}/audit",
-        "--stream",
-        STREAM,
-        "--parallelism",
-        str(params.parallelism),
-        "--checkpoint",
-        str(path),
-        "--json",
-    ]
+    argv = _verify_argv(bucket, params.parallelism, "--checkpoint", str(path))
     times: list[float] = []
     requests: list[int] = []
     for _ in range(params.runs):

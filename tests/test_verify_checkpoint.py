@@ -87,6 +87,17 @@ def _cli(store: S3Store, server: S3Server, tmp_path: Path, *args: str) -> Any:
     )
 
 
+def _first_checkpoint(
+    store: S3Store, server: S3Server, tmp_path: Path, records: int
+) -> tuple[Scenario, Path, dict[str, Any]]:
+    """``records`` records, and the checkpoint a CLI verify of them wrote (and its JSON)."""
+    scenario = _scenario(store, tmp_path)
+    scenario.create(records)
+    path = tmp_path / "first.checkpoint"
+    assert _cli(store, server, tmp_path, "--checkpoint", str(path)).returncode == 0
+    return scenario, path, json.loads(path.read_text(encoding="utf-8"))
+
+
 def _tip(result: VerifyResult) -> ChainTip:
     assert result.ok, result.problems
     assert result.tip is not None
@@ -153,11 +164,7 @@ def test_incremental_reads_only_what_follows(store: S3Store, tmp_path: Path) -> 
 def test_wrong_sha_is_an_error_and_nothing_advances(
     store: S3Store, moto_server: S3Server, tmp_path: Path
 ) -> None:
-    scenario = _scenario(store, tmp_path)
-    scenario.create(3)
-    path = tmp_path / "cp.json"
-    assert _cli(store, moto_server, tmp_path, "--checkpoint", str(path)).returncode == 0
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    scenario, path, saved = _first_checkpoint(store, moto_server, tmp_path, 3)
     saved["sha256"] = "0" * 64
     from tfaudit_ci.canonical import canonical_bytes
 
@@ -250,11 +257,7 @@ def test_burned_slot_after_the_checkpoint(store: S3Store, tmp_path: Path) -> Non
 def test_refused_and_malformed_checkpoint_files(
     store: S3Store, moto_server: S3Server, tmp_path: Path
 ) -> None:
-    scenario = _scenario(store, tmp_path)
-    scenario.create(2)
-    good = tmp_path / "good.json"
-    assert _cli(store, moto_server, tmp_path, "--checkpoint", str(good)).returncode == 0
-    saved = json.loads(good.read_text(encoding="utf-8"))
+    _, good, saved = _first_checkpoint(store, moto_server, tmp_path, 2)
     other_stream = tmp_path / "other-stream.json"
     other_stream.write_text(json.dumps({**saved, "stream": "acme/other"}), encoding="utf-8")
     other_key = tmp_path / "other-key.json"
@@ -376,8 +379,16 @@ def test_streaming_path_where_no_checksum_is_kept(store: S3Store, tmp_path: Path
     assert result.artifacts_valid == result.artifacts_total
 
 
-def test_store_capability() -> None:
+def test_the_s3_store_keeps_what_its_capability_promises(store: S3Store, tmp_path: Path) -> None:
+    """``stored_sha256``: both write paths send the SHA-256 so that moto keeps it, and
+    ``head`` returns it (the file store declares it has none)."""
     from tfaudit_ci.stores.file import FileStore
 
-    assert S3Store.stored_sha256 is True
-    assert FileStore.stored_sha256 is False
+    assert store.stored_sha256 is True and FileStore.stored_sha256 is False
+    scenario = _scenario(store, tmp_path)
+    built = scenario.append()
+    entry = built.artifacts["output.log"]
+    state = store.head(entry["key"], entry["version_id"])
+    assert state is not None and state.sha256 == entry["sha256"]
+    record = store.head(chain_key(STREAM, 0), built.version_id or "")
+    assert record is not None and record.sha256 == built.sha256

@@ -441,11 +441,11 @@ class _Walk:
                 wanted.append(seq)
         wanted.sort()
 
-        ready = [(seq, self.prefetched.pop(seq)) for seq in wanted if seq in self.prefetched]
-        rest = [seq for seq in wanted if seq not in dict(ready)]
+        ready = {seq: self.prefetched.pop(seq) for seq in wanted if seq in self.prefetched}
+        rest = [seq for seq in wanted if seq not in ready]
         for seq, fetched in parallel_map(self._read_slot, rest, self.options.parallelism):
             self.infos[seq] = self._info(seq, fetched)
-        for seq, future in ready:
+        for seq, future in ready.items():
             self.infos[seq] = self._info(seq, future.result()[1])
 
     def _read_slot(self, seq: int) -> tuple[int, Fetched]:

@@ -443,6 +443,9 @@ class _Walk:
 
         ready = {seq: self.prefetched.pop(seq) for seq in wanted if seq in self.prefetched}
         rest = [seq for seq in wanted if seq not in ready]
+        if self.pool is not None:  # the batches' pool: --parallelism reads in flight in all
+            ready.update((seq, self.pool.submit(self._read_slot, seq)) for seq in rest)
+            rest = []
         for seq, fetched in parallel_map(self._read_slot, rest, self.options.parallelism):
             self.infos[seq] = self._info(seq, fetched)
         for seq, future in ready.items():

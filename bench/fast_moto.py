@@ -112,7 +112,9 @@ def _install_prefix_scope() -> None:
             # moto deep-copies and sorts every version it is handed, on every page: hand it
             # only this page's window. With a delimiter, names fold into prefixes: no limit.
             max_keys = kwargs.get("max_keys") or 1000
-            limit = max_keys + 1 if kwargs.get("delimiter") is None else sys.maxsize
+            # The marker's own key (skipped up to its version), a page, and one more name to
+            # tell whether the listing is truncated.
+            limit = max_keys + 2 if kwargs.get("delimiter") is None else sys.maxsize
             _scope.window = _Window(
                 kwargs.get("prefix") or "", kwargs.get("key_marker") or "", limit
             )

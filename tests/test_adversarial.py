@@ -55,6 +55,7 @@ REPORT_KEYS = {
     "last_seq",
     "records",
     "artifacts",
+    "requests",
     "errors",
     "warnings",
     "problems",

@@ -22,6 +22,7 @@ from tfaudit_ci.errors import ConfigError
 if TYPE_CHECKING:
     from tfaudit_ci.signing import Verifier
     from tfaudit_ci.stores.base import Store
+    from tfaudit_ci.verify.checkpoint import Checkpoint
     from tfaudit_ci.verify.model import CheckedRecord, VerifyOptions, VerifyResult
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
@@ -105,6 +106,11 @@ def build_options(ns: argparse.Namespace, config: Config, env: Mapping[str, str]
     until = parse_time(ns.until, "--until") if ns.until else None
     if since and until and since >= until:
         raise ConfigError("--since must be before --until")
+    if getattr(ns, "checkpoint", None) and (since or until):
+        raise ConfigError(
+            "--checkpoint with --since/--until: a checkpoint covers the whole chain up to it",
+            fix="drop --since/--until (or --checkpoint)",
+        )
     return VerifyOptions(
         stream=_stream(config, env),
         policy=config.policy,
@@ -116,6 +122,7 @@ def build_options(ns: argparse.Namespace, config: Config, env: Mapping[str, str]
         verifier=trusted_key(ns, config, env),
         trusted_jwks=load_jwks(ns.jwks) if ns.jwks else None,
         parallelism=ns.parallelism,
+        deep=bool(getattr(ns, "deep", False)),
     )
 
 
@@ -141,6 +148,8 @@ def verify_command(
     options.on_record, options.keep_artifacts = on_record, dict(keep_artifacts or {})
     if store is None:
         store = open_store(config.require_store(), config.store_options())
+    path = Path(ns.checkpoint) if getattr(ns, "checkpoint", None) else None
+    started = checkpoint_start(path, store.uri, options) if path is not None else None
     rules = verify_locks(store, config.policy, config.on_unlocked)
     options.check_locks, options.lock_note = rules.check, rules.note
     # The witness's checkpoints and --head-from are read before the chain (docs/witness.md).
@@ -152,7 +161,55 @@ def verify_command(
         result.problems.insert(0, warning(Code.UNLOCKED_STORE, rules.unlocked))
     if ns.require_reviewed_plan:
         _reviewed_plans(result, store, ns)
+    if path is not None:
+        advance_checkpoint(path, result, options, started)
     return result
+
+
+def checkpoint_start(path: Path, store_uri: str, options: VerifyOptions) -> Checkpoint | None:
+    """The checkpoint in ``path`` (None: there is none yet), refused when written for another
+    stream, store or trusted key; sets ``options.checkpoint``."""
+    from tfaudit_ci.verify import checkpoint
+
+    found = checkpoint.load(path)
+    if found is None:
+        return None
+    verifier = options.verifier.description if options.verifier is not None else None
+    why = found.refusal(store=store_uri, stream=options.stream, verifier=verifier)
+    if why is not None:
+        raise ConfigError(
+            f"--checkpoint {path} is refused: {why}",
+            fix="pass this stream's checkpoint with the key it was verified with, or another "
+            "path to verify the whole stream",
+        )
+    options.checkpoint = found.tip
+    return found
+
+
+def advance_checkpoint(
+    path: Path, result: VerifyResult, options: VerifyOptions, started: Checkpoint | None
+) -> None:
+    """Write the checkpoint of a passing verify (atomically); never over errors."""
+    from tfaudit_ci.record import iso, utc_now
+    from tfaudit_ci.verify import checkpoint
+    from tfaudit_ci.verify.model import Code, error
+
+    where = f"checkpoint {path}"
+    if started is None:
+        result.notes.append(f"{where} not found: verified the whole stream")
+    if not result.ok or result.tip is None:
+        result.notes.append(f"{where} not advanced: the stream did not verify")
+        return
+    verifier = options.verifier.description if options.verifier is not None else None
+    new = checkpoint.Checkpoint(result.store, result.stream, verifier, result.tip, iso(utc_now()))
+    try:
+        checkpoint.save(path, new)
+    except errors.TfauditError as exc:
+        result.problems.append(
+            error(Code.CHECKPOINT, f"the stream verified, but {exc.diagnostics()}")
+        )
+        return
+    result.notes.append(f"{where} written at seq {new.tip.seq}")
 
 
 def _reviewed_plans(result: VerifyResult, store: Store, ns: argparse.Namespace) -> None:

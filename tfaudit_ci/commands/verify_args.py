@@ -41,6 +41,18 @@ def add_verify_arguments(parser: argparse.ArgumentParser) -> None:
         "--parallelism", metavar="N", type=int, default=16, help="concurrent reads (default 16)"
     )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    # Issue 17 (docs/verify.md, "Incremental verify" and "Speed").
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="verify only what follows the checkpoint an earlier verify wrote to FILE, then "
+        "advance it (a missing FILE: verify the whole stream, then write it)",
+    )
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="hash every artifact's bytes, even where the store keeps a SHA-256 checksum",
+    )
     # Issue 16 (docs/reading.md, "Reviewed plan = applied plan").
     parser.add_argument(
         "--require-reviewed-plan",

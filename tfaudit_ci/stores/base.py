@@ -129,6 +129,14 @@ class Store(Protocol):
         the container (Azure container policy) or nowhere (a local directory)."""
         ...
 
+    @property
+    def stored_sha256(self) -> bool:
+        """Whether ``head`` can report the SHA-256 checksum the store keeps of a version
+        written with one (``put_file`` and ``put_create_only`` send it): a reader may then
+        compare that instead of streaming the bytes (``tfaudit verify`` without ``--deep``).
+        A version whose ``head`` shows no checksum is still streamed."""
+        ...
+
     def preflight(self, policy: Policy) -> PreflightReport: ...
 
     def put_file(self, key: str, path: Path, digests: Digests, lock: Lock | None) -> StoredObject:
@@ -191,6 +199,7 @@ class PrefixedStore(abc.ABC):
     """
 
     lock_readback = True
+    stored_sha256 = False
 
     def __init__(self, root_uri: str, prefix: str) -> None:
         self.prefix = prefix.strip("/")

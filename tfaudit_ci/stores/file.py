@@ -81,6 +81,7 @@ def _cannot_write(path: Path, exc: OSError) -> UploadError:
 
 class FileStore:
     lock_readback = False  # a directory cannot hold a retention lock
+    stored_sha256 = False  # nothing but the bytes: verify hashes them
 
     def __init__(self, root: Path) -> None:
         self.root = root

@@ -17,7 +17,7 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from threading import Thread
@@ -120,7 +120,33 @@ class _ClientFuture:
             raise _client_error(exc) from None
 
 
+def head_state(key: str, version_id: str, head: Mapping[str, Any]) -> ObjectState:
+    """The state a HeadObject (``ChecksumMode=ENABLED``) response shows of one version."""
+    etag = str(head.get("ETag", "")).strip('"') or None
+    checksum = head.get("ChecksumSHA256")
+    sha = None
+    # A multipart object's checksum is a checksum of part checksums (AWS marks it "-N",
+    # moto does not); its multipart ETag is compared instead.
+    multipart = etag is not None and "-" in etag
+    if checksum and "-" not in checksum and not multipart:
+        sha = base64.b64decode(checksum).hex()
+    return ObjectState(
+        key=key,
+        version_id=version_id,
+        size=int(head.get("ContentLength", 0)),
+        lock_mode=head.get("ObjectLockMode"),
+        retain_until=head.get("ObjectLockRetainUntilDate"),
+        sha256=sha,
+        md5=etag,
+        etag=etag,
+    )
+
+
 class S3Store(PrefixedStore):
+    # Every write sends ChecksumSHA256; HeadObject with ChecksumMode=ENABLED returns it where
+    # the server keeps it (AWS, moto; not every Ceph RGW release: docs/conformance.md).
+    stored_sha256 = True
+
     def __init__(
         self, client: S3Client | _ClientFuture, bucket: str, prefix: str, options: StoreOptions
     ) -> None:
@@ -244,6 +270,9 @@ class S3Store(PrefixedStore):
                         ContentLength=digests.size,
                         ContentMD5=_b64(digests.md5),
                         ChecksumSHA256=_b64(digests.sha256),
+                        # Named too, so that the server keeps it for HeadObject to return
+                        # (moto keeps it only then; verify compares it: Store.stored_sha256).
+                        ChecksumAlgorithm="SHA256",
                         ContentType="text/plain; charset=utf-8",
                         **self._lock_args(lock),
                     )
@@ -329,6 +358,7 @@ class S3Store(PrefixedStore):
                 IfNoneMatch="*",
                 ContentMD5=_b64(hashlib.md5(data, usedforsecurity=False).hexdigest()),
                 ChecksumSHA256=_b64(sha),
+                ChecksumAlgorithm="SHA256",
                 ContentType="application/json",
                 **self._lock_args(lock),
             )
@@ -363,24 +393,7 @@ class S3Store(PrefixedStore):
             if http_status(exc) in {404, 405} or error_code(exc) in _MISSING_CODES:
                 return None
             raise self._translate(exc, f"reading back {full}", ReadbackError) from None
-        etag = str(head.get("ETag", "")).strip('"') or None
-        checksum = head.get("ChecksumSHA256")
-        sha = None
-        # A multipart object's checksum is a checksum of part checksums (AWS marks it "-N",
-        # moto does not); its multipart ETag is compared instead.
-        multipart = etag is not None and "-" in etag
-        if checksum and "-" not in checksum and not multipart:
-            sha = base64.b64decode(checksum).hex()
-        return ObjectState(
-            key=key,
-            version_id=version_id,
-            size=int(head.get("ContentLength", 0)),
-            lock_mode=head.get("ObjectLockMode"),
-            retain_until=head.get("ObjectLockRetainUntilDate"),
-            sha256=sha,
-            md5=etag,
-            etag=etag,
-        )
+        return head_state(key, version_id, head)
 
     def _version_pages(self, prefix: str, max_keys: int | None = None) -> Iterator[Any]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}

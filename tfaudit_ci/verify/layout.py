@@ -71,9 +71,10 @@ class Layout:
             bisect.bisect_left(self.present, low) : bisect.bisect_right(self.present, high)
         ]
 
-    def head(self) -> int:
-        """The head an appender finds by probing (-1 when empty)."""
-        return slots.probe_head(lambda seq: seq in self.slots)
+    def head(self, start: int = -1) -> int:
+        """The head an appender finds by probing (-1 when empty), from ``start``: a slot
+        known to be taken (an incremental verify lists only the chain from its checkpoint)."""
+        return slots.probe_head(lambda seq: seq in self.slots, start)
 
 
 def split_listing(stream: str, versions: Iterable[VersionInfo]) -> Layout:
@@ -182,11 +183,14 @@ def slot_problems(layout: Layout, low: int, high: int, head: int) -> list[Proble
                     seq=seq,
                 )
             )
-    for key in layout.stray:
-        problems.append(
-            error(Code.STRAY_OBJECT, "object in the stream that tfaudit never writes", key=key)
-        )
-    return problems
+    return problems + stray_problems(layout.stray)
+
+
+def stray_problems(keys: Iterable[str]) -> list[Problem]:
+    return [
+        error(Code.STRAY_OBJECT, "object in the stream that tfaudit never writes", key=key)
+        for key in keys
+    ]
 
 
 def folder_time(folder: str) -> dt.datetime | None:

@@ -73,6 +73,8 @@ class Code(str, enum.Enum):
     WITNESS_MISMATCH = "witness-mismatch"
     WITNESS_SIGNATURE = "witness-signature"
     WITNESS_UNREADABLE = "witness-unreadable"
+    # incremental verify (docs/verify.md, "Incremental verify")
+    CHECKPOINT = "checkpoint"
     # policies (docs/reading.md, "Reviewed plan = applied plan")
     UNREVIEWED_PLAN = "unreviewed-plan"
 
@@ -151,6 +153,17 @@ class CheckedRecord:
     artifacts: tuple[Fetched | None, ...]  # in the record's order; None: not read
 
 
+@dataclass(frozen=True)
+class ChainTip:
+    """The last record a walk verified, as a checkpoint (``verify.checkpoint``) holds it."""
+
+    seq: int
+    sha256: str
+    version_id: str
+    signature: Mapping[str, Any] | None
+    slot_versions: int  # versions and delete markers listed at the slot
+
+
 @dataclass
 class VerifyOptions:
     stream: str
@@ -176,6 +189,11 @@ class VerifyOptions:
     # what was verified (``tfaudit report``). Memory is then theirs to bound.
     on_record: Callable[[CheckedRecord], None] | None = None
     keep_artifacts: Mapping[str, int] = field(default_factory=dict)
+    # Incremental verify: check only what follows this tip, once the store still holds it
+    # (docs/verify.md, "Incremental verify").
+    checkpoint: ChainTip | None = None
+    # Hash every artifact's bytes even where the store keeps a SHA-256 checksum of them.
+    deep: bool = False
 
 
 @dataclass
@@ -191,6 +209,9 @@ class VerifyResult:
     first_seq: int | None = None
     last_seq: int | None = None
     notes: list[str] = field(default_factory=list)
+    # The last record verified, when the walk got through every check (for a checkpoint).
+    tip: ChainTip | None = None
+    requests: int = 0  # requests sent to the store
 
     @property
     def errors(self) -> list[Problem]:

@@ -52,6 +52,12 @@ def to_json(result: VerifyResult, *, verbose: bool = False) -> dict[str, Any]:
         "last_seq": result.last_seq,
         "records": {"valid": result.records_valid, "total": result.records_total},
         "artifacts": {"valid": result.artifacts_valid, "total": result.artifacts_total},
+        "requests": {
+            "total": result.requests,
+            "per_record": round(result.requests / result.records_total, 2)
+            if result.records_total
+            else None,
+        },
         "errors": len(result.errors),
         "warnings": len(result.warnings),
         "problems": [p.to_dict(verbose=verbose) for p in sorted(result.problems, key=_sort_key)],

@@ -13,21 +13,25 @@ dropped after their batch, keeping only what their successors need (``checks.Nei
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tfaudit_ci import record_limits
 from tfaudit_ci.identity import IDENTITY_ARTIFACT
 from tfaudit_ci.identity_verify import identity_problems
-from tfaudit_ci.record import chain_key, utc_now
+from tfaudit_ci.record import chain_key, chain_prefix, utc_now
 from tfaudit_ci.stores.base import Store, VersionInfo
 from tfaudit_ci.verify import checks, layout
 from tfaudit_ci.verify.model import (
     ERROR,
+    ChainTip,
     CheckedRecord,
     Code,
     Fetched,
@@ -37,7 +41,7 @@ from tfaudit_ci.verify.model import (
     error,
     warning,
 )
-from tfaudit_ci.verify.reader import EVIDENCE_LIMIT, Reader, parallel_map, reader_for
+from tfaudit_ci.verify.reader import EVIDENCE_LIMIT, WalkReader, parallel_map, walk_reader_for
 
 if TYPE_CHECKING:
     from tfaudit_ci.verify.witness import WitnessCheck
@@ -89,6 +93,8 @@ def verify_stream(
                 traceback=traceback.format_exc(),
             )
         )
+    finally:
+        walk.close()
     walk.finish()
     return result
 
@@ -105,7 +111,7 @@ class _Walk:
         self.witness = witness
         self.options = options
         self.result = result
-        self.reader: Reader = reader_for(store, options.parallelism)
+        self.reader: WalkReader = walk_reader_for(store, options.parallelism)
         self.now = options.now or utc_now()
         self.check_locks = (
             store.lock_readback if options.check_locks is None else options.check_locks
@@ -127,12 +133,23 @@ class _Walk:
         self.high = -1
         self.listed = False
         self.completed = False  # every check of the walk ran (else no record counts as valid)
+        self.runs_from: str | None = None  # incremental: where the run folders were listed from
+        self.pool: ThreadPoolExecutor | None = None  # while the batches run
+        # the listing after the chain, still under way (``_list_chain_first``)
+        self.rest: Future[list[VersionInfo]] | None = None
+        self.rest_first: VersionInfo | None = None
+        self.background: ThreadPoolExecutor | None = None
+        self.prefetched: dict[int, Future[tuple[int, Fetched]]] = {}
 
     # -- the walk ------------------------------------------------------------------------------
     def run(self) -> None:
         stream = self.options.stream
+        tip = self.options.checkpoint
+        # Compile the record schema (about a second of CPU) while the stream is listed.
+        threading.Thread(target=_warm_schema, name="tfaudit-schema", daemon=True).start()
         try:
-            self.listing = layout.split_listing(stream, self.reader.list_versions(f"{stream}/"))
+            versions = self._list_chain_first() if tip is None else self._list_after(tip)
+            self.listing = layout.split_listing(stream, versions)
             unsafe = self.reader.unsafe_entries(f"{stream}/")
         except Exception as exc:
             self.result.problems.append(_list_failed(exc, stream, self.store.uri))
@@ -141,14 +158,21 @@ class _Walk:
         for key, why in unsafe:
             self.result.problems.append(error(Code.SYMLINK, why, key=key))
         listing = self.listing
-        self.result.head = listing.head()
+        start = tip.seq if tip is not None and tip.seq in listing.slots else -1
+        self.result.head = listing.head(start)
+        if tip is not None:
+            self._from_checkpoint(tip)
         if not listing.slots:
-            self.result.problems.append(
-                error(Code.EMPTY, f"stream {stream!r} has no records in {self.store.uri}")
-            )
+            if tip is None:
+                self.result.problems.append(
+                    error(Code.EMPTY, f"stream {stream!r} has no records in {self.store.uri}")
+                )
             self._witness()
             return
-        self.low, self.high = self._window()
+        if tip is None:
+            self.low, self.high = self._window()
+        else:
+            self.low, self.high = tip.seq + 1, listing.present[-1]
         self.window = listing.between(self.low, self.high)
         if self.window:
             self.result.first_seq, self.result.last_seq = self.window[0], self.window[-1]
@@ -157,21 +181,205 @@ class _Walk:
         )
         with_record = [seq for seq in self.window if listing.slots[seq].winner is not None]
         size = max(1, self.options.batch_size)
-        for start in range(0, len(with_record), size):
-            self._batch(with_record[start : start + size])
+        batches = [with_record[start : start + size] for start in range(0, len(with_record), size)]
+        workers = max(1, self.options.parallelism)
+        with ThreadPoolExecutor(workers, thread_name_prefix="tfaudit-verify") as pool:
+            self.pool = pool
+            try:
+                for number, batch in enumerate(batches):
+                    if number + 1 < len(batches):
+                        self._prefetch(batches[number + 1])
+                    self._batch(batch)
+            finally:
+                self.pool = None
+                for future in self.prefetched.values():
+                    future.cancel()
+                self.prefetched = {}
+        if tip is not None and with_record:
+            self._continues(tip, with_record)
         self._burned()
         self._extra_versions()
         referenced = self.referenced | {e.run_folder for e in self.extras if e.run_folder}
+        self._rest_of_listing()
+        if tip is not None:
+            self._list_folders(sorted(self.pins))
         for folder, pins in sorted(self.pins.items()):
             self.result.problems.extend(
                 layout.unpinned_problems(listing, folder, pins, self.folders.get(folder))
             )
+        since = self.options.since
+        if tip is not None:
+            # Run folders before the checkpoint's record were looked at by the verify that
+            # wrote it (docs/verify.md, "Incremental verify").
+            anchor = self.infos.get(tip.seq)
+            if anchor is not None and anchor.run_folder is not None:
+                referenced.add(anchor.run_folder)
+            since = anchor.link.started_at if anchor is not None else None
         self.result.problems.extend(
-            layout.orphan_problems(listing, referenced, self.options.since, self.options.until)
+            layout.orphan_problems(listing, referenced, since, self.options.until)
         )
         self.result.problems.extend(self._max_age())
         self._witness()
         self.completed = True
+
+    # -- incremental verify --------------------------------------------------------------------
+    def _list_chain_first(self) -> list[VersionInfo]:
+        """The listing of the stream up to the end of its chain; what sorts after the chain
+        (the run folders: most of the objects) goes on being listed in the background while
+        the records are checked, and joins the listing in ``_rest_of_listing``."""
+        stream = self.options.stream
+        chain = chain_prefix(stream)
+        listed = iter(self.reader.list_versions(f"{stream}/"))
+        found: list[VersionInfo] = []
+        for version in listed:
+            if version.key > chain and not version.key.startswith(chain):
+                self.rest_first = version
+                self.background = ThreadPoolExecutor(1, thread_name_prefix="tfaudit-list")
+                self.rest = self.background.submit(list, listed)
+                break
+            found.append(version)
+        return found
+
+    def _rest_of_listing(self) -> None:
+        """Join what ``_list_chain_first`` left to the background: run folders and stray keys
+        (a listing is in key order: nothing in it can be a chain slot)."""
+        if self.rest is None or self.rest_first is None:
+            return
+        stream = self.options.stream
+        try:
+            rest = layout.split_listing(stream, [self.rest_first, *self.rest.result()])
+        except Exception as exc:
+            self.result.problems.append(_list_failed(exc, stream, self.store.uri))
+            return
+        finally:
+            self.close()
+        if rest.slots:
+            raise RuntimeError("the store listed chain slots out of key order")
+        listing = self.listing
+        listing.artifacts.update(rest.artifacts)
+        listing.artifact_keys = sorted(listing.artifacts)
+        self.result.problems.extend(layout.stray_problems(rest.stray))
+        listing.stray = sorted([*listing.stray, *rest.stray])
+
+    def close(self) -> None:
+        """Stop waiting for a background listing (an early end of the walk)."""
+        self.rest = None
+        if self.background is not None:
+            self.background.shutdown(wait=False, cancel_futures=True)
+            self.background = None
+
+    def _list_after(self, tip: ChainTip) -> list[VersionInfo]:
+        """What an incremental verify lists: the chain from the checkpoint's slot on (every
+        slot after it, however far: what catches objects planted ahead), and the run folders
+        from the checkpoint record's time, less ``--max-overlap``, on; each listing starts
+        at a key, so it costs what was written since, not the stream's size."""
+        stream = self.options.stream
+        after = chain_key(stream, tip.seq - 1) if tip.seq > 0 else None
+        found = list(self.reader.list_versions(chain_prefix(stream), after=after))
+        self.listing = layout.split_listing(stream, found)
+        self._load([tip.seq])
+        anchor = self.infos.get(tip.seq)
+        started = anchor.link.started_at if anchor is not None else None
+        if started is not None:
+            stamp = (started - self.options.max_overlap).strftime("%Y%m%dT%H%M%S")
+            self.runs_from = f"{stream}/runs/{stamp}"
+        found += self.reader.list_versions(f"{stream}/runs/", after=self.runs_from)
+        return found
+
+    def _list_folders(self, folders: Iterable[str]) -> None:
+        """List the run folders of new records that sort before what ``_list_after`` listed
+        (a record may claim an early start), so that each one's objects are all seen."""
+        stream, listing = self.options.stream, self.listing
+        for folder in folders:
+            prefix = f"{stream}/runs/{folder}/"
+            if self.runs_from is None or prefix > self.runs_from:
+                continue
+            for version in self.reader.list_versions(prefix):
+                listing.artifacts.setdefault(version.key, []).append(version)
+        listing.artifact_keys = sorted(listing.artifacts)
+
+    def _from_checkpoint(self, tip: ChainTip) -> None:
+        """The checkpoint's slot still holds the version and the record it names, and nothing
+        was written to the slot since (its record was read while listing)."""
+        head = self.result.head
+        found: list[str] = []
+        slot = self.listing.slots.get(tip.seq)
+        info = self.infos.get(tip.seq)
+        if slot is None or slot.winner is None:
+            found.append("the slot holds no record")
+        elif head is not None and tip.seq > head:
+            found.append(f"the slot lies beyond the head (seq {head})")
+        else:
+            if slot.winner.version_id != tip.version_id:
+                found.append(
+                    f"its winning version is {slot.winner.version_id}, not {tip.version_id}"
+                )
+            if info is None or info.fetched.sha256 != tip.sha256:
+                sha = info.fetched.sha256 if info is not None else None
+                found.append(f"its record hashes to {sha}, not {tip.sha256}")
+            elif info.link.signature is None or dict(info.link.signature) != dict(
+                tip.signature or {}
+            ):
+                found.append("its record's signature differs from the checkpoint's")
+            if len(slot.versions) != tip.slot_versions:
+                found.append(
+                    f"the slot holds {len(slot.versions)} versions and delete markers, "
+                    f"{tip.slot_versions} when the checkpoint was written: it was written to "
+                    "since"
+                )
+        self.result.problems.extend(
+            error(
+                Code.CHECKPOINT,
+                f"the checkpoint does not match the chain: {text} (run a full verify "
+                "without --checkpoint)",
+                seq=tip.seq,
+                key=chain_key(self.options.stream, tip.seq),
+            )
+            for text in found
+        )
+
+    def _continues(self, tip: ChainTip, seqs: list[int]) -> None:
+        """The link across: a record that holds up continues from the checkpoint, and none
+        reaches back over it (what it skipped was verified as valid)."""
+        trusted = [seq for seq in seqs if seq in self.infos and self.infos[seq].trusted]
+        for seq in trusted:
+            target = self.infos[seq].target
+            if target is not None and target < tip.seq:
+                self.result.problems.append(
+                    error(
+                        Code.CHECKPOINT,
+                        f"its prev (seq {target}) reaches back over the checkpoint at seq "
+                        f"{tip.seq}",
+                        seq=seq,
+                    )
+                )
+        if not any(self.infos[seq].target == tip.seq for seq in trusted):
+            self.result.problems.append(
+                error(
+                    Code.CHECKPOINT,
+                    f"no valid record continues from the checkpoint at seq {tip.seq}",
+                    seq=seqs[0],
+                )
+            )
+
+    def tip(self) -> ChainTip | None:
+        """The last record verified, as a checkpoint holds it (None when it was not read)."""
+        present = [seq for seq in self.listing.present if self.listing.slots[seq].winner]
+        if not present:
+            return None
+        last = present[-1]
+        info = self.infos.get(last)
+        winner = self.listing.slots[last].winner
+        if info is None or winner is None or info.fetched.sha256 is None:
+            return None
+        signature = info.link.signature
+        return ChainTip(
+            last,
+            info.fetched.sha256,
+            winner.version_id,
+            dict(signature) if signature is not None else None,
+            len(self.listing.slots[last].versions),
+        )
 
     def _witness(self) -> None:
         """The chain against its witness's checkpoints (and --head-from), by record hash."""
@@ -179,15 +387,16 @@ class _Walk:
             return
         from tfaudit_ci.verify.witness import ChainFacts
 
-        present = frozenset(
-            seq for seq, slot in self.listing.slots.items() if slot.winner is not None
-        )
+        present = {seq for seq, slot in self.listing.slots.items() if slot.winner is not None}
+        tip = self.options.checkpoint
+        if tip is not None:  # the verify that wrote it found every slot up to it in place
+            present.update(range(tip.seq + 1))
         shas = {
             seq: info.fetched.sha256
             for seq, info in self.infos.items()
             if info.fetched.sha256 is not None
         }
-        findings = self.witness.check(ChainFacts(present, shas, list(self.window)))
+        findings = self.witness.check(ChainFacts(frozenset(present), shas, list(self.window)))
         self.result.problems.extend(findings.problems)
         self.result.notes.extend(findings.notes)
 
@@ -213,6 +422,10 @@ class _Walk:
             result.notes.append("signatures not checked (no --key, --public-key or --kms-key)")
         else:
             result.notes.append(f"signatures checked with {verifier.description}")
+        windowed = self.options.since is not None or self.options.until is not None
+        if self.completed and result.ok and not windowed:
+            result.tip = self.tip()
+        result.requests = self.reader.requests
         if self.options.lock_note:
             result.notes.append(self.options.lock_note)
         elif not self.check_locks:
@@ -232,16 +445,34 @@ class _Walk:
                 wanted.append(seq)
         wanted.sort()
 
-        def read(seq: int) -> tuple[int, Fetched]:
-            winner = self.listing.slots[seq].winner
-            assert winner is not None
-            fetched = self.reader.fetch(
-                winner.key, winner.version_id, keep=record_limits.MAX_RECORD_BYTES
-            )
-            return seq, fetched
-
-        for seq, fetched in parallel_map(read, wanted, self.options.parallelism):
+        ready = {seq: self.prefetched.pop(seq) for seq in wanted if seq in self.prefetched}
+        rest = [seq for seq in wanted if seq not in ready]
+        if self.pool is not None:  # the batches' pool: --parallelism reads in flight in all
+            ready.update((seq, self.pool.submit(self._read_slot, seq)) for seq in rest)
+            rest = []
+        for seq, fetched in parallel_map(self._read_slot, rest, self.options.parallelism):
             self.infos[seq] = self._info(seq, fetched)
+        for seq, future in ready.items():
+            self.infos[seq] = self._info(seq, future.result()[1])
+
+    def _read_slot(self, seq: int) -> tuple[int, Fetched]:
+        winner = self.listing.slots[seq].winner
+        assert winner is not None
+        fetched = self.reader.fetch(
+            winner.key, winner.version_id, keep=record_limits.MAX_RECORD_BYTES
+        )
+        return seq, fetched
+
+    def _prefetch(self, seqs: list[int]) -> None:
+        """Start reading the next batch's records while this one is checked (the checks
+        are CPU work; the reads wait on the store)."""
+        if self.pool is None:
+            return
+        for seq in seqs:
+            slot = self.listing.slots.get(seq)
+            if seq in self.infos or seq in self.prefetched or slot is None or not slot.winner:
+                continue
+            self.prefetched[seq] = self.pool.submit(self._read_slot, seq)
 
     def _info(self, seq: int, fetched: Fetched) -> _Info:
         try:
@@ -392,12 +623,13 @@ class _Walk:
         preds = [t for t in targets if t is not None and t >= 0]
         self._load(preds)
         self._load_extras([*seqs, *preds])
+        jobs, reads = self._start_artifacts(seqs)  # read while the records are checked
         for seq in seqs:
             info = self.infos.get(seq)
             if info is None:
                 continue
             self.record_problems[seq] = self._check(seq, info)
-        artifacts = self._artifacts(seqs)
+        artifacts = self._artifacts(seqs, jobs, [read() for read in reads])
         if self.options.on_record is not None:
             for seq in seqs:
                 info = self.infos.get(seq)
@@ -496,8 +728,11 @@ class _Walk:
         )
 
     # -- artifacts -----------------------------------------------------------------------------
-    def _artifacts(self, seqs: list[int]) -> dict[int, list[Fetched | None]]:
-        """Check the artifacts of these records; returns each record's reads, in order."""
+    def _start_artifacts(
+        self, seqs: list[int]
+    ) -> tuple[list[tuple[int, Any]], list[Callable[[], Fetched | None]]]:
+        """Start reading the artifacts of these records: (each record's entries, and for
+        each a call that waits for its read)."""
         stream = self.options.stream
         jobs: list[tuple[int, Any]] = []
         for seq in seqs:
@@ -523,9 +758,17 @@ class _Walk:
             keep = self.options.keep_artifacts.get(name, 0) if isinstance(name, str) else 0
             if name == IDENTITY_ARTIFACT:
                 keep = max(keep, EVIDENCE_LIMIT)
-            return self.reader.fetch(key, str(entry.get("version_id")), keep=keep)
+            version = str(entry.get("version_id"))
+            return self.reader.check(key, version, keep=keep, deep=self.options.deep)
 
-        fetched = parallel_map(read, jobs, self.options.parallelism)
+        assert self.pool is not None, "batches run inside run()'s pool"
+        return jobs, [self.pool.submit(read, job).result for job in jobs]
+
+    def _artifacts(
+        self, seqs: list[int], jobs: list[tuple[int, Any]], fetched: list[Fetched | None]
+    ) -> dict[int, list[Fetched | None]]:
+        """Check the artifacts of these records (``fetched``: the reads of ``jobs``); returns
+        each record's reads, in order."""
         evidence: dict[int, bytes | None] = {}
         reads: dict[int, list[Fetched | None]] = {}
         for (seq, entry), item in zip(jobs, fetched, strict=True):
@@ -550,13 +793,13 @@ class _Walk:
             self.result.artifacts_total += 1
             self.result.artifacts_valid += 0 if found else 1
         for seq in seqs:
-            info = self.infos.get(seq)
-            if info is None or info.record is None:
+            held = self.infos.get(seq)
+            if held is None or held.record is None:
                 continue
-            if info.run_folder is not None and info.trusted:
-                self.pins.setdefault(info.run_folder, set())
+            if held.run_folder is not None and held.trusted:
+                self.pins.setdefault(held.run_folder, set())
             self.record_problems.setdefault(seq, []).extend(
-                self._identity(seq, info.record, evidence.get(seq))
+                self._identity(seq, held.record, evidence.get(seq))
             )
         return reads
 
@@ -650,6 +893,14 @@ class _Walk:
                 key=chain_key(self.options.stream, head),
             )
         ]
+
+
+def _warm_schema() -> None:
+    """Build the record schema's validator (cached) ahead of the first record."""
+    from tfaudit_ci.schemas import record_schema_problems
+
+    with contextlib.suppress(Exception):  # a real failure shows on the first record checked
+        record_schema_problems({})
 
 
 def _list_failed(exc: Exception, stream: str, uri: str) -> Problem:

@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -117,11 +117,14 @@ class _SignalForwarder:
             self.send(signal.SIGINT)
             self._kill_later(KILL_AFTER_SECONDS)
 
-    def watch(self, stop: threading.Event, finished: threading.Event) -> None:
+    def watch(
+        self, stop: threading.Event, finished: threading.Event, on_stop: Callable[[], None]
+    ) -> None:
         """Until the command has finished: stop it once ``stop`` is set."""
         while not finished.is_set():
             if stop.wait(STOP_POLL_SECONDS):
                 if not finished.is_set():
+                    on_stop()
                     self.stop()
                 return
 
@@ -221,6 +224,7 @@ def run_streaming(
     stderr: BinaryIO,
     withhold_stdout: bool = False,
     stop: threading.Event | None = None,
+    on_stop: Callable[[], None] = lambda: None,
 ) -> Outcome:
     started = utc_now()
     try:
@@ -273,7 +277,7 @@ def run_streaming(
     finished = threading.Event()
     with _SignalForwarder(proc) as forwarder:
         if stop is not None:  # not joined: it ends on its own once the command has finished
-            watch = (stop, finished)
+            watch = (stop, finished, on_stop)
             threading.Thread(target=forwarder.watch, args=watch, daemon=True).start()
         for thread in threads:
             thread.start()

@@ -220,6 +220,10 @@ class Run:
                 stderr=self.console.stderr,
                 withhold_stdout=self.stdout.withheld is not None,
                 stop=self.preflight_failed if self.overlaps else None,
+                on_stop=lambda: self.console.say(
+                    f"tfaudit: preflight failed while `{self.inv.subcommand}` ran beside it: "
+                    "stopping it as a cancel stops it"
+                ),
             )
         except ConfigError:
             # The command never started: nothing ran, so there is nothing to ship or recover.
@@ -229,11 +233,6 @@ class Run:
         finally:
             log_digests = writer.close()
         status = status_of(outcome, self.inv)
-        if outcome.stopped:
-            self.console.say(
-                f"tfaudit: preflight failed while `{self.inv.subcommand}` ran beside it: "
-                "the command was stopped as a cancel stops it"
-            )
         self.result.command_exit_code = outcome.exit_code
         self.result.status = status
         if writer.error is not None:  # checked first: on a full disk the state write fails too

@@ -328,14 +328,17 @@ def prepare(
     console: Console,
 ) -> Run:
     """Everything before the command starts but preflight, which it starts on a thread. The
-    store's client is built on a thread while the CI facts, redaction rules and signer are
-    set up; preflight waits for it."""
+    store's client is built on a thread while the CI facts (git, on a thread of their own),
+    redaction rules and signer are set up; preflight waits for it."""
     store = open_store(config.require_store(), config.store_options())
-    ci = detect(env, cwd=cwd)
-    stream = resolve_stream(config.stream, env, cwd, ci)
+    facts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfaudit-ci")
+    detecting = facts.submit(detect, env, cwd=cwd)
+    facts.shutdown(wait=False)
     rules = run_rules(command, env, config.redact)
     inv = parse_invocation(command, cwd=cwd, env=env)
     make_signer(config.signing_key, env)  # a missing key is a usage error, before anything runs
+    ci = detecting.result()
+    stream = resolve_stream(config.stream, env, cwd, ci)
     result = RunResult.not_run(errors.EXIT_USAGE, "", store=store.uri, stream=stream)
     result.error = None
     result.masked_values = rules.masked_values()

@@ -282,6 +282,29 @@ def _marker_config(workdir: Path, marker: Path) -> None:
     )
 
 
+def _start_apply(
+    proxy: FaultProxy,
+    s3_server: S3Server,
+    lock_bucket: str,
+    terraform_bin: Path,
+    tf_env: dict[str, str],
+    tmp_path: Path,
+) -> tuple[Tfaudit, Path, Path]:
+    """`tfaudit run -- terraform apply` of a provisioner that touches a marker file."""
+    workdir = tmp_path / "work"
+    marker = tmp_path / "applied"
+    _marker_config(workdir, marker)
+    tf_init(terraform_bin, workdir, tf_env)
+    command = [str(terraform_bin), "apply", "-auto-approve", "-input=false", "-no-color"]
+    run = _run(lock_bucket, command, _env(tf_env, s3_server), workdir, proxy)
+    return run, workdir, marker
+
+
+def _untouched(workdir: Path, marker: Path) -> bool:
+    state = (workdir / "terraform.tfstate", workdir / LOCK_FILE, marker)
+    return not any(path.exists() for path in state)
+
+
 def test_apply_waits_for_a_slow_preflight(
     s3_server: S3Server,
     lock_bucket: str,
@@ -289,34 +312,31 @@ def test_apply_waits_for_a_slow_preflight(
     tf_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    workdir = tmp_path / "work"
-    marker = tmp_path / "applied"
-    _marker_config(workdir, marker)
-    tf_init(terraform_bin, workdir, tf_env)
     with running_proxy(s3_server.endpoint) as proxy:
         proxy.add(Delay(SLOW), op_is("GetObjectLockConfiguration"))
-        run = _run(
-            lock_bucket,
-            [str(terraform_bin), "apply", "-auto-approve", "-input=false", "-no-color"],
-            _env(tf_env, s3_server),
-            workdir,
-            proxy,
+        run, workdir, marker = _start_apply(
+            proxy, s3_server, lock_bucket, terraform_bin, tf_env, tmp_path
         )
         deadline = time.monotonic() + 120
-        while "GetObjectLockConfiguration" not in proxy.ops():
+        pending_at: dt.datetime | None = None
+        while True:
+            now = dt.datetime.now(dt.timezone.utc)
+            # The proxy logs a request before it sends the answer: not logged, not answered.
+            if "GetObjectLockConfiguration" in proxy.ops():
+                break
+            pending_at = now
             # Nothing may have happened while preflight is in flight.
-            assert not marker.exists()
-            assert not (workdir / "terraform.tfstate").exists()
-            assert not (workdir / LOCK_FILE).exists()
+            assert _untouched(workdir, marker)
             assert run.proc.poll() is None, run.stderr.decode()
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        answered = dt.datetime.now(dt.timezone.utc)
         done = run.finish(timeout=120)
     assert done.returncode == 0, done.stderr.decode()
     assert marker.exists()
     (record,) = chain_records(s3_server.client(), lock_bucket, STREAM, prefix="audit")
-    assert parse_iso(record["started_at"]) <= answered
+    # Started after the last moment preflight was seen in flight (records keep milliseconds).
+    assert pending_at is not None, "preflight was answered before the test could look"
+    assert parse_iso(record["started_at"]) >= pending_at - dt.timedelta(milliseconds=1)
 
 
 def test_apply_never_starts_when_a_slow_preflight_fails(
@@ -326,25 +346,16 @@ def test_apply_never_starts_when_a_slow_preflight_fails(
     tf_env: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    workdir = tmp_path / "work"
-    marker = tmp_path / "applied"
-    _marker_config(workdir, marker)
-    tf_init(terraform_bin, workdir, tf_env)
     with running_proxy(s3_server.endpoint) as proxy:
         proxy.add(Delay(SLOW), op_is("GetBucketVersioning"))
         proxy.add(access_denied(), op_is("GetObjectLockConfiguration"))
-        run = _run(
-            lock_bucket,
-            [str(terraform_bin), "apply", "-auto-approve", "-input=false", "-no-color"],
-            _env(tf_env, s3_server),
-            workdir,
-            proxy,
+        run, workdir, marker = _start_apply(
+            proxy, s3_server, lock_bucket, terraform_bin, tf_env, tmp_path
         )
         done = run.finish(timeout=120)
     assert done.returncode == 21, done.stderr.decode()
     assert b"the command was not run" in done.stderr
-    assert not marker.exists()
-    assert not (workdir / "terraform.tfstate").exists()
+    assert _untouched(workdir, marker)
     assert not (tmp_path / "spools" / "spool").exists() or not any(
         (tmp_path / "spools" / "spool").iterdir()
     )

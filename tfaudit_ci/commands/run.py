@@ -112,10 +112,10 @@ class Run:
     inv: TfInvocation
     command: list[str]
     result: RunResult
-    checking: Future[Checks] = field(default_factory=Future)
+    checking: Future[Checks] = field(default_factory=Future, init=False)
     # Set once preflight has failed: stops a read-only command started beside it.
-    preflight_failed: threading.Event = field(default_factory=threading.Event)
-    _checks: Checks | None = None
+    preflight_failed: threading.Event = field(default_factory=threading.Event, init=False)
+    _checks: Checks | None = field(default=None, init=False)
 
     def start_preflight(self) -> None:
         """Preflight on a thread; the S3 client it needs is already being built."""

@@ -50,7 +50,8 @@ jobs:
         continue-on-error: true
         uses: ./tfaudit
         with:
-          command: version
+          # Not read-only (version or plan would start beside preflight): it waits for it.
+          command: workspace show
           store: s3://BUCKET/ci
           stream: unlocked
           endpoint-url: ENDPOINT

@@ -31,9 +31,9 @@ import yaml
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from devkit.aws_mirror import aws_cli_config, require_aws_mirror
 from devkit.servers import S3Server, make_lock_bucket, start_moto
 from devkit.tfhelpers import isolated_env, pinned_terraform, terraform_on_path
-from tests.support.aws_mirror import aws_cli_config, require_aws_mirror
 from tests.support.tfaudit_proc import chain_records, tfaudit
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -29,9 +29,9 @@ from typing import Any
 import boto3
 import pytest
 
+from devkit.aws_mirror import AWS_PROVIDER_VERSION, aws_cli_config, require_aws_mirror
 from devkit.servers import S3Server, make_lock_bucket, start_moto, unique_bucket
 from devkit.tfhelpers import isolated_env, pinned_terraform, terraform_on_path, tf_init
-from tests.support.aws_mirror import AWS_PROVIDER_VERSION, aws_cli_config, require_aws_mirror
 from tests.support.tfaudit_proc import chain_records, tfaudit
 from tfaudit_ci.plan import LITERAL
 from tfaudit_ci.redact import build_rules, redact_bytes

@@ -67,6 +67,7 @@ def test_chdir_and_out_with_equals() -> None:
         plan_out="/ci/build/infra/prod/tfplan",
         apply_plan_file=None,
         detailed_exitcode=False,
+        read_only=True,
     )
 
 

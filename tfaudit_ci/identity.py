@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tfaudit_ci import jwt
 from tfaudit_ci.record import iso, utc_now
 
 IDENTITY_ARTIFACT = "identity.json"
@@ -128,6 +127,8 @@ def fetch_jwks(issuer: str, session: Any) -> tuple[str, dict[str, Any]]:
 
 
 def build_evidence(provider: str, token: str, audience: str, session: Any) -> Evidence:
+    from tfaudit_ci import jwt  # PyJWT and cryptography: only when there is a token
+
     try:
         parsed = jwt.decode(token)
     except jwt.JwtError as exc:

@@ -5,7 +5,8 @@ is held back. A command whose stdout prints state (``terraform output``...) can 
 withheld: it reaches the console, and only its size reaches the spool.
 
 SIGINT/SIGTERM are forwarded to the command's process group so terraform can stop gracefully
-and release its state lock; a repeated signal escalates.
+and release its state lock; a repeated signal escalates. A ``stop`` event stops the command the
+same way a first cancel does (a read-only command whose preflight failed while it ran).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -45,6 +46,7 @@ CHECKPOINT_SECONDS = 0.5
 # After a second signal nothing may hold the job past the CI's grace window (GitHub sends
 # SIGKILL 2.5 s after its SIGTERM): a command that lingers is killed so the record can ship.
 KILL_AFTER_SECOND_SIGNAL_SECONDS = 1.5
+STOP_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Outcome:
     crashed: bool = False
     redactions: Counter[str] = field(default_factory=Counter)
     stdout_withheld_bytes: int | None = None  # None: stdout was spooled
+    stopped: bool = False  # tfaudit stopped the command itself (the ``stop`` event was set)
 
 
 class _CrashScanner:
@@ -79,6 +82,7 @@ class _SignalForwarder:
         self.proc = proc
         self.first: int | None = None
         self.count = 0
+        self.stopped = False
         self._previous: dict[int, object] = {}
         self._timer: threading.Timer | None = None
 
@@ -104,6 +108,25 @@ class _SignalForwarder:
         self._timer = threading.Timer(seconds, self.send, (signal.SIGKILL,))
         self._timer.daemon = True
         self._timer.start()
+
+    def stop(self) -> None:
+        """Stop the command as a first cancel would (SIGINT, SIGKILL if it lingers), though
+        no signal reached tfaudit."""
+        if self.first is None and not self.stopped:
+            self.stopped = True
+            self.send(signal.SIGINT)
+            self._kill_later(KILL_AFTER_SECONDS)
+
+    def watch(
+        self, stop: threading.Event, finished: threading.Event, on_stop: Callable[[], None]
+    ) -> None:
+        """Until the command has finished: stop it once ``stop`` is set."""
+        while not finished.is_set():
+            if stop.wait(STOP_POLL_SECONDS):
+                if not finished.is_set():
+                    on_stop()
+                    self.stop()
+                return
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del frame
@@ -200,6 +223,8 @@ def run_streaming(
     stdout: BinaryIO,
     stderr: BinaryIO,
     withhold_stdout: bool = False,
+    stop: threading.Event | None = None,
+    on_stop: Callable[[], None] = lambda: None,
 ) -> Outcome:
     started = utc_now()
     try:
@@ -249,11 +274,16 @@ def run_streaming(
                 target=_redact, args=(chunks, redactor, spool, scanner, tail), daemon=True
             )
         )
+    finished = threading.Event()
     with _SignalForwarder(proc) as forwarder:
+        if stop is not None:  # not joined: it ends on its own once the command has finished
+            watch = (stop, finished, on_stop)
+            threading.Thread(target=forwarder.watch, args=watch, daemon=True).start()
         for thread in threads:
             thread.start()
         returncode = proc.wait()
-        if forwarder.first is not None:
+        finished.set()
+        if forwarder.first is not None or forwarder.stopped:
             # Cancelled: whatever of the command's group ignored the signals (a provisioner
             # that traps them) must not outlive it, hold its pipes or keep changing things.
             forwarder.send(signal.SIGKILL)
@@ -270,7 +300,9 @@ def run_streaming(
         started_at=started,
         finished_at=utc_now(),
         signal_received=forwarder.first,
-        crashed=any(s.found for s in scanners) or (returncode < 0 and forwarder.first is None),
+        crashed=any(s.found for s in scanners)
+        or (returncode < 0 and forwarder.first is None and not forwarder.stopped),
         redactions=counts,
         stdout_withheld_bytes=withheld.size if withheld is not None else None,
+        stopped=forwarder.stopped,
     )

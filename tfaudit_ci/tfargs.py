@@ -107,6 +107,10 @@ class TfInvocation:
     detailed_exitcode: bool
     positionals: tuple[str, ...] = ()  # the subcommand's positional arguments
     json: bool = False  # -json was given
+    # The command cannot change infrastructure, state or configuration, so it may start
+    # while preflight is still in flight; False: strict, preflight passes first. Terragrunt
+    # is always strict: before any command it may create its remote state bucket and table.
+    read_only: bool = False
 
 
 def detect_tool(binary: str) -> str:
@@ -161,6 +165,7 @@ def parse_invocation(
         if is_file(Path(candidate)):
             apply_plan_file = candidate
     detailed = flags.get("detailed-exitcode")
+    read_only = tool != "terragrunt" and _read_only(subcommand, flags, positionals)
     return TfInvocation(
         tool=tool,
         binary=binary,
@@ -171,6 +176,7 @@ def parse_invocation(
         detailed_exitcode=detailed is not None and detailed in _GO_TRUE,
         positionals=tuple(positionals),
         json=flags.get("json", "false") in _GO_TRUE,
+        read_only=read_only,
     )
 
 
@@ -268,6 +274,30 @@ def _env_args(env: Mapping[str, str], subcommand: str) -> list[str]:
 
 def _absolute(base: Path | str, path: str) -> str:
     return os.path.normpath(os.path.join(str(base), path))
+
+
+# --- commands that may overlap preflight -------------------------------------------------------
+
+# Subcommands of terraform and tofu that cannot change infrastructure or state. `plan` takes
+# the state lock and may refresh, but never writes state; `-out` writes a local file only.
+# Everything else (apply, destroy, import, init, refresh, state *, workspace *, taint, test,
+# force-unlock, get, console, login, ...) and anything unknown keeps strict preflight-first.
+_READ_ONLY_SUBCOMMANDS = frozenset({"plan", "validate", "show", "version", "graph", "output"})
+# `providers` prints the tree and `providers schema` the schemas; `lock` and `mirror` write.
+_READ_ONLY_PROVIDERS = frozenset({"schema"})
+
+
+def _read_only(subcommand: str | None, flags: Mapping[str, str], positionals: list[str]) -> bool:
+    if subcommand in _READ_ONLY_SUBCOMMANDS:
+        return True
+    if subcommand == "providers":
+        return not positionals or positionals[0] in _READ_ONLY_PROVIDERS
+    if subcommand == "fmt":
+        # Plain `fmt` rewrites the configuration: only checking or listing is read-only.
+        return flags.get("check", "false") in _GO_TRUE or (
+            "write" in flags and flags["write"] not in _GO_TRUE
+        )
+    return False
 
 
 # --- commands that print state ----------------------------------------------------------------

@@ -3,15 +3,20 @@
 The spool is the contract: once the command has finished, everything needed to ship is in
 ``spool.json`` (``spoolstate.py``), and ``ship_spool`` ships it, exactly as ``recover``
 would after a crash.
+
+Preflight runs on a thread. A command that can change infrastructure or state starts only
+once it has passed; a read-only one (``TfInvocation.read_only``: ``plan``, ``validate``...)
+starts at once, beside it, and is stopped as a cancel stops it if preflight then fails.
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfaudit_ci import errors, secondpass
@@ -20,7 +25,6 @@ from tfaudit_ci.ci import CiInfo, detect, resolve_stream
 from tfaudit_ci.config import Config
 from tfaudit_ci.console import Console, write_json_file
 from tfaudit_ci.errors import ConfigError, TfauditError
-from tfaudit_ci.identity import IDENTITY_ARTIFACT
 from tfaudit_ci.locking import Checked, preflight
 from tfaudit_ci.record import iso, run_folder_name, utc_now
 from tfaudit_ci.redact import RuleSet
@@ -41,13 +45,14 @@ from tfaudit_ci.spool import (
 )
 from tfaudit_ci.spoolstate import SpoolArtifact, SpoolState, ToolInfo
 from tfaudit_ci.stores import open_store
+from tfaudit_ci.stores.base import Store
 from tfaudit_ci.tfargs import TfInvocation, parse_invocation
 from tfaudit_ci.vocab import RunStatus
 from tfaudit_ci.witness import Witness, open_witness_soon, witness_spec
 
 
 def status_of(outcome: Outcome, inv: TfInvocation) -> RunStatus:
-    if outcome.signal_received is not None:
+    if outcome.signal_received is not None or outcome.stopped:
         return RunStatus.CANCELLED
     if outcome.crashed:
         return RunStatus.CRASHED
@@ -76,6 +81,22 @@ def _capture(
     return None
 
 
+@dataclass(frozen=True)
+class Checks:
+    """What preflight found: the primary store accepted, and the witness, if any."""
+
+    checked: Checked
+    witness: Witness | None
+
+
+def _preflight(store: Store, config: Config, stream: str) -> Checks:
+    """The primary's preflight, with the witness's beside it."""
+    spec = witness_spec(config)
+    opening = open_witness_soon(spec, stream, config.policy, config.on_unlocked) if spec else None
+    checked = preflight(store, config.policy, config.on_unlocked)
+    return Checks(checked, opening() if opening is not None else None)
+
+
 @dataclass
 class Run:
     """One run, from preflight to receipt."""
@@ -84,23 +105,54 @@ class Run:
     env: Mapping[str, str]
     cwd: Path
     console: Console
-    checked: Checked
+    store: Store
     ci: CiInfo
     stream: str
     rules: RuleSet
     inv: TfInvocation
     command: list[str]
     result: RunResult
-    witness: Witness | None = None
+    checking: Future[Checks] = field(default_factory=Future, init=False)
+    # Set once preflight has failed: stops a read-only command started beside it.
+    preflight_failed: threading.Event = field(default_factory=threading.Event, init=False)
+    _checks: Checks | None = field(default=None, init=False)
+
+    def start_preflight(self) -> None:
+        """Preflight on a thread; the S3 client it needs is already being built."""
+
+        def check() -> None:
+            try:
+                self.checking.set_result(_preflight(self.store, self.config, self.stream))
+            except BaseException as exc:  # re-raised by checks() in the main thread
+                self.preflight_failed.set()
+                self.checking.set_exception(exc)
+
+        threading.Thread(target=check, name="tfaudit-preflight", daemon=True).start()
+
+    def checks(self) -> Checks:
+        """Wait for preflight; raise what it raised (PreflightError: exit 21). Its warnings
+        are printed once, when it is first waited for."""
+        if self._checks is None:
+            self._checks = self.checking.result()
+            for warning in (self._checks.checked.warning, self._witness_warning()):
+                if warning:
+                    self.console.say(f"tfaudit: warning: {warning}")
+                    self.result.warnings.append(warning)
+        return self._checks
+
+    def _witness_warning(self) -> str | None:
+        assert self._checks is not None
+        return self._checks.witness.warning if self._checks.witness is not None else None
+
+    @property
+    def overlaps(self) -> bool:
+        """The command may start while preflight is in flight (it cannot change anything)."""
+        return self.inv.read_only
 
     @property
     def stdout(self) -> StdoutPolicy:
         """Whether the command's stdout is stored (state-printing commands: not by default)."""
         return stdout_policy(self.inv, self.config.store_state_output)
-
-    @property
-    def store_uri(self) -> str:
-        return self.checked.store.uri
 
     def new_spool(self) -> tuple[Path, SpoolState]:
         started = utc_now()
@@ -141,7 +193,7 @@ class Run:
     def execute(self, spool_dir: Path, spool: SpoolState) -> None:
         # CI identity evidence: the OIDC token is short-lived, so mint it before the command
         # runs; a job that cannot mint one is recorded without it, never failed.
-        from tfaudit_ci.identity import identity_for_run
+        from tfaudit_ci.identity import IDENTITY_ARTIFACT, identity_for_run
 
         identity, identity_path = identity_for_run(
             self.env,
@@ -167,6 +219,11 @@ class Run:
                 stdout=self.console.stdout,
                 stderr=self.console.stderr,
                 withhold_stdout=self.stdout.withheld is not None,
+                stop=self.preflight_failed if self.overlaps else None,
+                on_stop=lambda: self.console.say(
+                    f"tfaudit: preflight failed while `{self.inv.subcommand}` ran beside it: "
+                    "stopping it as a cancel stops it"
+                ),
             )
         except ConfigError:
             # The command never started: nothing ran, so there is nothing to ship or recover.
@@ -243,9 +300,10 @@ class Run:
             self.result.exit_code = outcome.exit_code
 
     def ship(self, spool_dir: Path, spool: SpoolState) -> None:
+        checks = self.checks()  # a read-only command ran beside it: a failure is exit 21 now
         signer = make_signer(spool.signing_key, self.env)
         receipt = ship_spool(
-            self.checked.store, spool, spool_dir, self.checked.decision, signer, self.witness
+            self.store, spool, spool_dir, checks.checked.decision, signer, checks.witness
         )
         self.result.seq = receipt.seq
         self.result.record_uri = receipt.record_uri
@@ -269,33 +327,29 @@ def prepare(
     cwd: Path,
     console: Console,
 ) -> Run:
-    """Everything before the command starts. The store's client is built on a thread while
-    the CI facts, redaction rules and signer are set up; preflight then waits for it."""
+    """Everything before the command starts but preflight, which it starts on a thread. The
+    store's client is built on a thread while the CI facts (git, on a thread of their own),
+    redaction rules and signer are set up; preflight waits for it."""
     store = open_store(config.require_store(), config.store_options())
-    ci = detect(env, cwd=cwd)
-    stream = resolve_stream(config.stream, env, cwd, ci)
+    facts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tfaudit-ci")
+    detecting = facts.submit(detect, env, cwd=cwd)
+    facts.shutdown(wait=False)
     rules = run_rules(command, env, config.redact)
     inv = parse_invocation(command, cwd=cwd, env=env)
     make_signer(config.signing_key, env)  # a missing key is a usage error, before anything runs
+    ci = detecting.result()
+    stream = resolve_stream(config.stream, env, cwd, ci)
     result = RunResult.not_run(errors.EXIT_USAGE, "", store=store.uri, stream=stream)
     result.error = None
     result.masked_values = rules.masked_values()
     for warning in rules.warnings:
         console.say(f"tfaudit: warning: {warning}")
         result.warnings.append(warning)
-    spec = witness_spec(config)  # the witness's preflight runs beside the primary's
-    opening = open_witness_soon(spec, stream, config.policy, config.on_unlocked) if spec else None
-    checked = preflight(store, config.policy, config.on_unlocked)
-    if checked.warning:
-        console.say(f"tfaudit: warning: {checked.warning}")
-        result.warnings.append(checked.warning)
-    witness = opening() if opening is not None else None
-    if witness is not None and witness.warning:
-        console.say(f"tfaudit: warning: {witness.warning}")
-        result.warnings.append(witness.warning)
-    return Run(
-        config, env, cwd, console, checked, ci, stream, rules, inv, list(command), result, witness
-    )
+    run = Run(config, env, cwd, console, store, ci, stream, rules, inv, list(command), result)
+    run.start_preflight()
+    if not run.overlaps:
+        run.checks()  # strict: nothing that can change anything starts before preflight passed
+    return run
 
 
 def execute(
@@ -310,6 +364,8 @@ def execute(
 ) -> RunResult:
     try:
         run = prepare(command, config, env, cwd, console)
+        if run.checking.done():
+            run.checks()  # already failed: even a read-only command does not start
     except TfauditError as exc:
         _traceback(verbose)
         return RunResult.not_run(exc.exit_code, exc.diagnostics(), store=config.store)

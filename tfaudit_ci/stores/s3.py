@@ -17,11 +17,11 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from threading import Thread
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from tfaudit_ci.errors import ConfigError, PreflightError, ReadbackError, TfauditError, UploadError
 from tfaudit_ci.stores import StoreOptions
@@ -57,7 +57,8 @@ def _b64(hex_digest: str) -> str:
 
 
 def make_client(options: StoreOptions, max_pool_connections: int = 10) -> S3Client:
-    import boto3
+    """A botocore S3 client (boto3 would add an import and a session, nothing the store uses)."""
+    import botocore.session
     from botocore.config import Config as BotoConfig
 
     config = BotoConfig(
@@ -71,10 +72,50 @@ def make_client(options: StoreOptions, max_pool_connections: int = 10) -> S3Clie
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session(region_name=options.region, profile_name=options.profile)
-    client = session.client("s3", endpoint_url=options.endpoint_url, config=config)
-    _drop_expect_continue(client)
-    return client
+    session = botocore.session.Session(profile=options.profile)
+    data_path = session.get_config_variable("data_path")
+    session.register_component("data_loader", _named_service_loader(data_path))
+    client = session.create_client(
+        "s3", region_name=options.region, endpoint_url=options.endpoint_url, config=config
+    )
+    _drop_expect_continue(cast("S3Client", client))
+    return cast("S3Client", client)
+
+
+def _named_service_loader(data_path: str | None) -> Any:
+    """botocore's data loader, minus its walk of every service it ships: to check a service's
+    name, botocore lists ~400 folders (~900 listdir and ~2,700 stat calls, the largest part
+    of creating a client after JSON parsing); this loader looks in the named folder first."""
+    import os
+    import threading
+
+    from botocore.exceptions import DataNotFoundError
+    from botocore.loaders import Loader
+
+    class NamedServiceLoader(Loader):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._asked = threading.local()
+
+        def load_service_model(
+            self, service_name: str, type_name: str, api_version: str | None = None
+        ) -> Any:
+            self._asked.name = service_name
+            try:
+                return super().load_service_model(service_name, type_name, api_version)
+            finally:
+                self._asked.name = None
+
+        def list_available_services(self, type_name: str) -> list[str]:
+            name = getattr(self._asked, "name", None)
+            if name:
+                with contextlib.suppress(DataNotFoundError):
+                    if self.list_api_versions(name, type_name):
+                        return [name]
+            return list(super().list_available_services(type_name))
+
+    paths = [os.path.expanduser(os.path.expandvars(p)) for p in (data_path or "").split(os.pathsep)]
+    return NamedServiceLoader(extra_search_paths=[p for p in paths if p])
 
 
 def _drop_expect_continue(client: S3Client) -> None:
@@ -140,6 +181,36 @@ def head_state(key: str, version_id: str, head: Mapping[str, Any]) -> ObjectStat
         md5=etag,
         etag=etag,
     )
+
+
+def page_versions(page: Mapping[str, Any], relative: Callable[[str], str]) -> Iterator[VersionInfo]:
+    """The versions and delete markers of one ``ListObjectVersions`` page, keys made
+    ``relative``, in the page's order."""
+    for item in page.get("Versions", []):
+        yield VersionInfo(
+            relative(str(item["Key"])),
+            str(item["VersionId"]),
+            False,
+            item.get("LastModified"),
+            int(item.get("Size", 0)),
+        )
+    for item in page.get("DeleteMarkers", []):
+        key = relative(str(item["Key"]))
+        yield VersionInfo(key, str(item["VersionId"]), True, item.get("LastModified"))
+
+
+def oldest_first(versions: list[VersionInfo]) -> list[VersionInfo]:
+    """One key's versions, oldest first. S3 lists versions newest first, and delete markers
+    in a separate array: listing order is authoritative for versions (timestamps can tie
+    within a second); markers go in by time, after the versions of the same second."""
+    real = [v for v in versions if not v.is_delete_marker][::-1]
+    markers = [v for v in versions if v.is_delete_marker]
+    if not markers:
+        return real
+    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+    merged = real + sorted(markers, key=lambda v: v.last_modified or epoch)
+    merged.sort(key=lambda v: v.last_modified or epoch)  # stable: keeps version order on ties
+    return merged
 
 
 class S3Store(PrefixedStore):
@@ -417,31 +488,12 @@ class S3Store(PrefixedStore):
         yield from self._by_key(self._version_pages(self._key(prefix)))
 
     def _by_key(self, pages: Iterable[Any]) -> Iterator[VersionInfo]:
-        epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
         pending: dict[str, list[VersionInfo]] = {}
         for page in pages:
-            for item in page.get("Versions", []):
-                key = self._relative(str(item["Key"]))
-                pending.setdefault(key, []).append(
-                    VersionInfo(
-                        key,
-                        str(item["VersionId"]),
-                        False,
-                        item.get("LastModified"),
-                        int(item.get("Size", 0)),
-                    )
-                )
-            for item in page.get("DeleteMarkers", []):
-                key = self._relative(str(item["Key"]))
-                pending.setdefault(key, []).append(
-                    VersionInfo(key, str(item["VersionId"]), True, item.get("LastModified"))
-                )
+            for version in page_versions(page, self._relative):
+                pending.setdefault(version.key, []).append(version)
         for key in sorted(pending):
-            found = [v for v in pending[key] if not v.is_delete_marker][::-1]
-            markers = [v for v in pending[key] if v.is_delete_marker][::-1]
-            merged = found + markers
-            merged.sort(key=lambda v: v.last_modified or epoch)  # stable on ties
-            yield from merged
+            yield from oldest_first(pending[key])
 
     def versions(self, key: str) -> list[VersionInfo]:
         return [v for v in self.list_versions(key) if v.key == key]

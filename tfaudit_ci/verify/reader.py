@@ -214,6 +214,8 @@ class S3Reader(_Counted):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def list_versions(self, prefix: str, *, after: str | None = None) -> Iterator[VersionInfo]:
+        from tfaudit_ci.stores.s3 import oldest_first, page_versions
+
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_object_versions")
         pending: dict[str, list[VersionInfo]] = {}
@@ -225,28 +227,14 @@ class S3Reader(_Counted):
             **start,
         )
         for page in pages:
-            for item in page.get("Versions", []):
-                key = str(item["Key"])[strip:]
-                pending.setdefault(key, []).append(
-                    VersionInfo(
-                        key,
-                        str(item["VersionId"]),
-                        False,
-                        item.get("LastModified"),
-                        int(item.get("Size", 0)),
-                    )
-                )
-            for marker in page.get("DeleteMarkers", []):
-                key = str(marker["Key"])[strip:]
-                pending.setdefault(key, []).append(
-                    VersionInfo(key, str(marker["VersionId"]), True, marker.get("LastModified"))
-                )
+            for version in page_versions(page, lambda key: key[strip:]):
+                pending.setdefault(version.key, []).append(version)
             # Keys before the next page's first key are complete: hand them on page by page
             # (verify starts on the chain while the run folders are still being listed).
             marker_key = page.get("NextKeyMarker") if page.get("IsTruncated") else None
             limit = str(marker_key)[strip:] if marker_key is not None else None
             for key in sorted(k for k in pending if limit is None or k < limit):
-                yield from _oldest_first(pending.pop(key))
+                yield from oldest_first(pending.pop(key))
 
     def unsafe_entries(self, prefix: str) -> list[tuple[str, str]]:
         del prefix
@@ -297,21 +285,6 @@ class S3Reader(_Counted):
             retain_until=response.get("ObjectLockRetainUntilDate"),
         )
         return Fetched(key, version_id, state, sha, size, data)
-
-
-def _oldest_first(versions: list[VersionInfo]) -> list[VersionInfo]:
-    """S3 lists a key's versions newest first; delete markers come in a separate array."""
-    real = [v for v in versions if not v.is_delete_marker]
-    real.reverse()  # listing order is authoritative for versions; timestamps can tie
-    markers = [v for v in versions if v.is_delete_marker]
-    if not markers:
-        return real
-    import datetime as dt
-
-    epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
-    merged = real + sorted(markers, key=lambda v: v.last_modified or epoch)
-    merged.sort(key=lambda v: v.last_modified or epoch)  # stable: keeps version order on ties
-    return merged
 
 
 class FileReader(StoreReader):

@@ -11,8 +11,6 @@ import functools
 import os
 from pathlib import Path
 
-import pytest
-
 AWS_PROVIDER_VERSION = "5.100.0"
 MIRROR_ENV = "TFAUDIT_AWS_PROVIDER_MIRROR"
 _PROVIDER = Path("registry.terraform.io", "hashicorp", "aws")
@@ -60,6 +58,9 @@ def aws_mirror() -> Path | None:
 
 
 def require_aws_mirror() -> Path:
+    """The mirror, or skip the calling test loudly (tests only)."""
+    import pytest
+
     mirror = aws_mirror()
     if mirror is None:
         pytest.skip(

@@ -254,21 +254,32 @@ def tf_init(
     """
     if plugin_dir is None:
         plugin_dir = Path(env["TF_CLI_CONFIG_FILE"]).parent / "plugins"
+    run_terraform(
+        terraform, workdir, env, "init", "-input=false", "-no-color", f"-plugin-dir={plugin_dir}"
+    )
+
+
+def run_terraform(
+    terraform: Path, workdir: Path, env: Mapping[str, str], *args: str, timeout: float = 300
+) -> str:
+    """``terraform ARGS`` in ``workdir``: its stdout, or a TerraformHelperError with both
+    streams (a state lock still held, a config that needs the network ...)."""
     proc = subprocess.run(
-        [str(terraform), "init", "-input=false", "-no-color", f"-plugin-dir={plugin_dir}"],
+        [str(terraform), *args],
         cwd=workdir,
         env=dict(env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
     if proc.returncode != 0:
         raise TerraformHelperError(
-            f"terraform init failed in {workdir} (exit {proc.returncode}):\n"
+            f"terraform {' '.join(args)} failed in {workdir} (exit {proc.returncode}):\n"
             f"{proc.stdout}\n{proc.stderr}"
         )
+    return proc.stdout
 
 
 def _is_native_executable(path: Path) -> bool:

@@ -12,7 +12,6 @@ import copy
 import json
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -20,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from devkit.tfhelpers import isolated_env, terraform_binaries, terraform_version, tf_init
+from devkit.tfhelpers import (
+    isolated_env,
+    run_terraform,
+    terraform_binaries,
+    terraform_version,
+    tf_init,
+)
 from tfaudit_ci.plan import LITERAL, SENSITIVE, analyze_plan, redact_plan, summarize_plan
 
 PLANS = Path(__file__).parent / "fixtures" / "plans"
@@ -44,21 +49,6 @@ Step = tuple[str, dict[str, Any], dict[str, int]]  # (name, plan JSON, console c
 
 
 # --- running terraform ---------------------------------------------------------------
-
-
-def _tf(terraform: Path, workdir: Path, env: Mapping[str, str], *args: str) -> str:
-    proc = subprocess.run(
-        [str(terraform), *args],
-        cwd=workdir,
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, f"terraform {args} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
 
 
 def console_counts(stdout: str) -> dict[str, int]:
@@ -89,10 +79,10 @@ def assert_matches_console(plan: dict[str, Any], console: dict[str, int]) -> Non
 
 
 def _plan(terraform: Path, workdir: Path, env: Mapping[str, str], name: str, *args: str) -> Step:
-    stdout = _tf(
+    stdout = run_terraform(
         terraform, workdir, env, "plan", "-input=false", "-no-color", f"-out={name}", *args
     )
-    shown = _tf(terraform, workdir, env, "show", "-json", name)
+    shown = run_terraform(terraform, workdir, env, "show", "-json", name)
     return name, json.loads(shown), console_counts(stdout)
 
 
@@ -102,7 +92,7 @@ def basic_flow(terraform: Path, workdir: Path, env: Mapping[str, str]) -> list[S
     tf_init(terraform, workdir, env)
     secret = f"-var=secret={SECRET}"
     steps = [_plan(terraform, workdir, env, "create", secret)]
-    _tf(terraform, workdir, env, "apply", "-input=false", "-no-color", "create")
+    run_terraform(terraform, workdir, env, "apply", "-input=false", "-no-color", "create")
     steps.append(_plan(terraform, workdir, env, "replace", secret, "-var=generation=2"))
     steps.append(_plan(terraform, workdir, env, "destroy", secret, "-destroy"))
     return steps
@@ -114,7 +104,9 @@ def modern_flow(terraform: Path, workdir: Path, env: Mapping[str, str]) -> list[
     shutil.copy(PLANS / "modern" / "step1.tf", workdir / "main.tf")
     tf_init(terraform, workdir, env)
     secret = f"-var=secret={SECRET}"
-    _tf(terraform, workdir, env, "apply", "-input=false", "-no-color", "-auto-approve", secret)
+    run_terraform(
+        terraform, workdir, env, "apply", "-input=false", "-no-color", "-auto-approve", secret
+    )
     shutil.copy(PLANS / "modern" / "step2.tf", workdir / "main.tf")
     return [_plan(terraform, workdir, env, "import", secret)]
 

@@ -276,7 +276,8 @@ def run_terraform(
     )
     if proc.returncode != 0:
         raise TerraformHelperError(
-            f"terraform {' '.join(args)} failed in {workdir} (exit {proc.returncode}):\n"
+            f"terraform {args[0] if args else ''} failed in {workdir} "
+            f"(exit {proc.returncode}; arguments: {' '.join(args)}):\n"
             f"{proc.stdout}\n{proc.stderr}"
         )
     return proc.stdout

@@ -184,6 +184,23 @@ def isolated_env(tmp: Path, base: Mapping[str, str] | None = None) -> dict[str, 
     return env
 
 
+def write_local_exec_config(dir: Path, command: str, *, name: str = "slow") -> None:
+    """Write ``dir/main.tf``: one null_resource whose creation runs ``command`` (a shell line
+    without double quotes): a slow apply to cancel, or a marker file that proves it ran."""
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / "main.tf").write_text(
+        "terraform {\n"
+        "  required_providers {\n"
+        f'    null = {{ source = "hashicorp/null", version = "{NULL_PROVIDER_VERSION}" }}\n'
+        "  }\n"
+        "}\n"
+        f'resource "null_resource" "{name}" {{\n'
+        f'  provisioner "local-exec" {{ command = "{command}" }}\n'
+        "}\n",
+        encoding="utf-8",
+    )
+
+
 def write_null_config(
     dir: Path,
     *,

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from devkit.servers import S3Server
-from devkit.tfhelpers import NULL_PROVIDER_VERSION, run_terraform, tf_init
+from devkit.tfhelpers import run_terraform, tf_init, write_local_exec_config
 from tests.support.tfaudit_proc import Completed, chain_records, result_json
 
 STREAM = "acme/cancel"
@@ -109,21 +109,6 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def _write_slow_config(workdir: Path, command: str) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "main.tf").write_text(
-        "terraform {\n"
-        "  required_providers {\n"
-        f'    null = {{ source = "hashicorp/null", version = "{NULL_PROVIDER_VERSION}" }}\n'
-        "  }\n"
-        "}\n"
-        'resource "null_resource" "slow" {\n'
-        f'  provisioner "local-exec" {{ command = "{command}" }}\n'
-        "}\n",
-        encoding="utf-8",
-    )
-
-
 def _start(
     bucket: str, command: list[str], env: dict[str, str], cwd: Path, server: S3Server
 ) -> Tfaudit:
@@ -142,7 +127,7 @@ def _apply_with_provisioner(
     s3_server: S3Server,
 ) -> Tfaudit:
     """`tfaudit run -- terraform apply` of a slow provisioner, once that provisioner runs."""
-    _write_slow_config(workdir, provisioner)
+    write_local_exec_config(workdir, provisioner)
     tf_init(terraform_bin, workdir, tf_env)
     run = _start(
         lock_bucket,

@@ -341,24 +341,6 @@ def test_entrypoint_against_the_local_s3_server(
     assert f"tfaudit verify --store s3://{lock_bucket}/audit --stream acme/infra" in summary
 
 
-SLOW_APPLY_CONFIG = """
-terraform {
-  required_providers {
-    null = {
-      source  = "hashicorp/null"
-      version = "%s"
-    }
-  }
-}
-
-resource "null_resource" "slow" {
-  provisioner "local-exec" {
-    command = "echo provisioning-started && sleep 120"
-  }
-}
-"""
-
-
 def test_sigint_cancels_terraform_and_still_ships_the_record(
     s3_server: S3Server,
     lock_bucket: str,
@@ -367,11 +349,10 @@ def test_sigint_cancels_terraform_and_still_ships_the_record(
     tmp_path: Path,
 ) -> None:
     """The runner's cancel: SIGINT to the container's process while terraform applies."""
-    from devkit.tfhelpers import NULL_PROVIDER_VERSION, tf_init
+    from devkit.tfhelpers import tf_init, write_local_exec_config
 
     workdir = tmp_path / "slow"
-    workdir.mkdir()
-    (workdir / "main.tf").write_text(SLOW_APPLY_CONFIG % NULL_PROVIDER_VERSION)
+    write_local_exec_config(workdir, "echo provisioning-started && sleep 120")
     tf_init(terraform_bin, workdir, tf_env)
     env = runner_env(
         {**tf_env, **s3_server.env(), "TFAUDIT_WORK_DIR": str(tmp_path / "spools")},

@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 
 from devkit.servers import S3Server
-from devkit.tfhelpers import NULL_PROVIDER_VERSION, run_terraform, tf_init, write_null_config
+from devkit.tfhelpers import (
+    NULL_PROVIDER_VERSION,
+    run_terraform,
+    tf_init,
+    write_local_exec_config,
+    write_null_config,
+)
 from tests.support.faultproxy import Delay, FaultProxy, access_denied, op_is, running_proxy
 from tests.support.tfaudit_proc import chain_records
 from tests.test_cancel import LOCK_FILE, Tfaudit
@@ -259,21 +265,6 @@ def test_preflight_failing_during_a_plan_stops_it_releases_the_lock_and_exits_21
     run_terraform(terraform_bin, workdir, tf_env, "plan", "-input=false", "-lock-timeout=0s")
 
 
-def _marker_config(workdir: Path, marker: Path) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "main.tf").write_text(
-        "terraform {\n"
-        "  required_providers {\n"
-        f'    null = {{ source = "hashicorp/null", version = "{NULL_PROVIDER_VERSION}" }}\n'
-        "  }\n"
-        "}\n"
-        'resource "null_resource" "marker" {\n'
-        f'  provisioner "local-exec" {{ command = "touch {marker}" }}\n'
-        "}\n",
-        encoding="utf-8",
-    )
-
-
 def _start_apply(
     proxy: FaultProxy,
     s3_server: S3Server,
@@ -285,7 +276,7 @@ def _start_apply(
     """`tfaudit run -- terraform apply` of a provisioner that touches a marker file."""
     workdir = tmp_path / "work"
     marker = tmp_path / "applied"
-    _marker_config(workdir, marker)
+    write_local_exec_config(workdir, f"touch {marker}", name="marker")
     tf_init(terraform_bin, workdir, tf_env)
     command = [str(terraform_bin), "apply", "-auto-approve", "-input=false", "-no-color"]
     run = _run(lock_bucket, command, _env(tf_env, s3_server), workdir, proxy)

@@ -33,6 +33,7 @@ from devkit.tfhelpers import (
     NULL_PROVIDER_VERSION,
     isolated_env,
     pinned_terraform,
+    run_terraform,
     terraform_on_path,
     tf_init,
 )
@@ -89,14 +90,6 @@ def workdir(tmp_path: Path) -> Iterator[tuple[Path, dict[str, str], Path]]:
     yield work, env, newest_terraform()
 
 
-def _tf(terraform: Path, work: Path, env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [str(terraform), *args], cwd=work, env=env, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
-
-
 def earlier_value_config(work: Path, *, sensitive: bool, count: int) -> None:
     """A password stored in state while not sensitive; later declared sensitive and removed."""
     marker = "  sensitive = true\n" if sensitive else ""
@@ -115,7 +108,7 @@ def earlier_value_config(work: Path, *, sensitive: bool, count: int) -> None:
 def prepare_destroy_diff(terraform: Path, work: Path, env: dict[str, str]) -> None:
     earlier_value_config(work, sensitive=False, count=1)
     tf_init(terraform, work, env)
-    _tf(terraform, work, env, "apply", "-auto-approve", "-input=false", "-no-color")
+    run_terraform(terraform, work, env, "apply", "-auto-approve", "-input=false", "-no-color")
     earlier_value_config(work, sensitive=True, count=0)
 
 
@@ -221,7 +214,7 @@ def applied_state(
         encoding="utf-8",
     )
     tf_init(terraform, work, env)
-    _tf(terraform, work, env, "apply", "-auto-approve", "-input=false", "-no-color")
+    run_terraform(terraform, work, env, "apply", "-auto-approve", "-input=false", "-no-color")
     return work, env, terraform
 
 

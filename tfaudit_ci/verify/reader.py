@@ -186,24 +186,19 @@ class S3Reader(_Counted):
     counted as the client sends them (retries included)."""
 
     def __init__(self, store: Any, parallelism: int) -> None:
-        import boto3
-        from botocore.config import Config as BotoConfig
+        from dataclasses import replace
+
+        from tfaudit_ci.stores.s3 import make_client
 
         super().__init__()
         self.stored_sha256: bool = store.stored_sha256
         self.bucket: str = store.bucket
         self.prefix: str = store.prefix
-        options = store.options
         # Our own client: the store's connection pool is smaller than --parallelism.
-        config = store.client.meta.config.merge(
-            BotoConfig(max_pool_connections=max(10, parallelism + 2))
+        options = replace(
+            store.options, region=store.options.region or store.client.meta.region_name
         )
-        self.client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=options.endpoint_url,
-            region_name=options.region or store.client.meta.region_name,
-            config=config,
-        )
+        self.client = make_client(options, max_pool_connections=max(10, parallelism + 2))
         self.client.meta.events.register("before-send.s3", self._sent)
 
     def _sent(self, **kwargs: Any) -> None:
